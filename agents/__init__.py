@@ -1,0 +1,49 @@
+"""Agents (a role plus a backend) and the generation backends.
+
+Heavy backends are imported lazily: ``from longshort.agents import TransformersBackend`` loads
+torch only then.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.agents.roles import Agent, long_agent, short_agent
+from longshort.agents.scripted import ScriptedBackend
+
+if TYPE_CHECKING:
+    from longshort.agents.chat import ChatModelBackend, openai_backend
+    from longshort.agents.hf import TransformersBackend
+    from longshort.agents.vllm import VLLMBackend, is_vllm_available
+
+_LAZY = {
+    "TransformersBackend": "longshort.agents.hf",
+    "ChatModelBackend": "longshort.agents.chat",
+    "openai_backend": "longshort.agents.chat",
+    "VLLMBackend": "longshort.agents.vllm",
+    "is_vllm_available": "longshort.agents.vllm",
+}
+
+__all__ = [
+    "Agent",
+    "Backend",
+    "ChatModelBackend",
+    "GenerationRequest",
+    "GenerationResult",
+    "ScriptedBackend",
+    "TransformersBackend",
+    "VLLMBackend",
+    "is_vllm_available",
+    "long_agent",
+    "openai_backend",
+    "short_agent",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'longshort.agents' has no attribute {name!r}")

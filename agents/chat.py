@@ -1,0 +1,336 @@
+"""A backend over any LangChain chat model: ``vllm serve``, ``transformers serve``, hosted APIs.
+
+Chat backends serve *inference*, not token-exact training: results carry text, a token count and
+a finish reason, never token ids or logprobs. Three choices make them agree with local backends:
+
+* **Client-side stops.** OpenAI-style servers usually strip the matched stop string, but the short
+  agent must know *which* of ``</rethink>`` / ``</answer>`` ended its turn. So by default no
+  ``stop`` is sent; the returned text is cut with :func:`truncate_at_stop`, which keeps the tag.
+  The price is that the server may generate past the tag up to ``max_new_tokens``.
+* **Reasoning rebuilt.** Servers with a reasoning parser (``transformers serve`` for Qwen model
+  types always; ``vllm serve --reasoning-parser``) move ``<think> … </think>`` out of ``content``
+  into a non-standard ``reasoning_content``/``reasoning`` field. :func:`openai_backend` keeps that
+  field and the backend puts ``<think>\\n…\\n</think>`` back in front of the content, so the long
+  agent's turn parses. The rebuild is lossy (whitespace, text before ``<think>``), see
+  ``tests/serve_utils.py`` for the server's behaviour.
+* **Errors are results.** Connection refused, timeouts and HTTP errors come back as that request's
+  ``finish_reason="error"`` result naming the server, never as an exception; the client's
+  ``timeout`` and ``max_retries`` bound how long an unreachable server can take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.protocol import THINK_CLOSE, THINK_OPEN, clean_text, truncate_at_stop
+from longshort.trace import FinishReason
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+    from transformers import PreTrainedTokenizerBase
+
+#: Provider finish reasons that mean "ran out of tokens" (OpenAI, Anthropic, Gemini spellings).
+_LENGTH_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS", "max_output_tokens"})
+#: Attribute names under which chat models keep their endpoint (for error messages).
+_URL_ATTRS = ("openai_api_base", "base_url", "api_base", "endpoint_url", "azure_endpoint")
+_MAX_ERROR_CHARS = 300
+
+
+def _message_parts(message: BaseMessage) -> tuple[str, str | None]:
+    """The visible text of a chat reply and its separated reasoning, if the server split it off."""
+    content = message.content
+    reasoning: str | None = None
+    if isinstance(content, str):
+        text = content
+    else:  # content blocks (LangChain v1 standard blocks or provider-native ones)
+        texts: list[str] = []
+        thoughts: list[str] = []
+        for block in content:
+            if isinstance(block, str):
+                texts.append(block)
+            elif isinstance(block, dict):
+                if block.get("type") == "text":
+                    texts.append(str(block.get("text", "")))
+                elif block.get("type") in ("reasoning", "thinking"):
+                    thoughts.append(str(block.get("reasoning") or block.get("thinking") or ""))
+        text = "".join(texts)
+        reasoning = "".join(thoughts) or None
+    extra = message.additional_kwargs or {}
+    for key in ("reasoning_content", "reasoning"):
+        value = extra.get(key)
+        if isinstance(value, str) and value:
+            reasoning = value
+            break
+    return text, reasoning
+
+
+def _finish_reason(message: BaseMessage) -> str | None:
+    """The provider's finish reason from a reply's metadata, whatever the provider calls it."""
+    meta = getattr(message, "response_metadata", None) or {}
+    for key in ("finish_reason", "stop_reason", "done_reason"):
+        value = meta.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _base_url(chat_model: Any) -> str | None:
+    for attr in _URL_ATTRS:
+        value = getattr(chat_model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class ChatModelBackend(Backend):
+    """Generate with a LangChain ``BaseChatModel``; requests must carry ``messages``.
+
+    ``tokenizer`` (optional) is only used to count tokens, so it is kept as ``count_tokenizer``:
+    the Backend's ``tokenizer`` stays None and ``token_level`` stays False, because the server's
+    text cannot be mapped back to the ids it sampled.
+
+    ``finish_reason`` is ``"stop"`` when a stop string is in the (cut) text, ``"length"`` when the
+    server says it ran out of tokens, else ``"eos"``. ``num_tokens`` is the server's
+    ``usage.output_tokens`` (eos included), or the kept text counted with ``tokenizer`` when the
+    text was cut client-side or the server gave no usage, else 0. With ``server_stops=True`` the
+    server stops at the tag; ``transformers serve`` keeps it and vLLM names it in ``stop_reason``
+    (restored here), but a server that strips it silently (OpenAI) makes such a turn look "eos".
+    """
+
+    def __init__(
+        self,
+        chat_model: BaseChatModel,
+        *,
+        model_id: str | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        max_concurrency: int = 16,
+        server_stops: bool = False,
+        rebuild_reasoning: bool = True,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.chat_model = chat_model
+        self.model_id = model_id or str(
+            getattr(chat_model, "model_name", None)
+            or getattr(chat_model, "model", None)
+            or type(chat_model).__name__
+        )
+        self.count_tokenizer = tokenizer
+        self.max_concurrency = max_concurrency
+        #: send ``stop`` to the server (saves tokens; the server may strip the tag, see ``_finish``)
+        self.server_stops = server_stops
+        #: put ``<think>…</think>`` back when the server split the reasoning off the content
+        self.rebuild_reasoning = rebuild_reasoning
+        self.base_url = _base_url(chat_model)
+
+    # ----- token counting -----
+
+    def count_tokens(self, text: str) -> int:
+        if self.count_tokenizer is None:
+            return 0
+        return len(self.count_tokenizer.encode(text, add_special_tokens=False))
+
+    # ----- one request -----
+
+    def _invoke_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        """Per-request sampling settings, passed as invoke kwargs (ChatOpenAI sends them as-is)."""
+        kwargs: dict[str, Any] = {
+            "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        if self.server_stops and request.stop:
+            kwargs["stop"] = list(request.stop)
+        return kwargs
+
+    def _check(self, request: GenerationRequest) -> GenerationResult | None:
+        if request.messages is None:
+            return GenerationResult(
+                finish_reason="error",
+                error=f"{type(self).__name__} needs messages, not prompt_ids (use a local backend)",
+            )
+        return None
+
+    def _error(self, exc: BaseException) -> GenerationResult:
+        where = f" from {self.base_url}" if self.base_url else ""
+        detail = " ".join(str(exc).split()) or repr(exc)
+        message = f"{type(exc).__name__}{where}: {detail}"
+        if len(message) > _MAX_ERROR_CHARS:
+            message = message[: _MAX_ERROR_CHARS - 3] + "..."
+        return GenerationResult(finish_reason="error", error=message)
+
+    def _finish(self, request: GenerationRequest, message: BaseMessage) -> GenerationResult:
+        """Turn one reply into a result: rebuild reasoning, cut at the first stop, classify the end."""
+        content, reasoning = _message_parts(message)
+        server_reason = _finish_reason(message)
+        hit_length = server_reason in _LENGTH_REASONS
+        text = content
+        if self.rebuild_reasoning and reasoning is not None:
+            # The server hid whether </think> was emitted: assume it was unless generation ran out
+            # of tokens with nothing after the reasoning.
+            closed = bool(content.strip()) or not hit_length
+            text = f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}" if closed else f"{THINK_OPEN}\n{reasoning}"
+            if content:
+                text += "\n\n" + content.lstrip()
+        text = clean_text(text)
+        kept, found = truncate_at_stop(text, request.stop)
+        if not found and self.server_stops and request.stop:
+            # vLLM strips the matched stop string but names it in ``stop_reason``; put it back.
+            stop_reason = (getattr(message, "response_metadata", None) or {}).get("stop_reason")
+            if isinstance(stop_reason, str) and stop_reason in request.stop:
+                kept, found = kept + stop_reason, True
+        finish: FinishReason
+        if found:
+            finish = "stop"
+        elif hit_length:
+            finish = "length"
+        else:
+            finish = "eos"
+        usage = getattr(message, "usage_metadata", None) or {}
+        output_tokens = usage.get("output_tokens")
+        if self.count_tokenizer is not None and (kept != text or output_tokens is None):
+            num_tokens = self.count_tokens(kept)
+        elif output_tokens is not None:
+            num_tokens = int(output_tokens)
+        else:
+            num_tokens = 0
+        return GenerationResult(text=kept, num_tokens=num_tokens, finish_reason=finish)
+
+    def _one(self, request: GenerationRequest) -> GenerationResult:
+        bad = self._check(request)
+        if bad is not None:
+            return bad
+        try:
+            message = self.chat_model.invoke(request.messages, **self._invoke_kwargs(request))
+            return self._finish(request, message)
+        except Exception as exc:  # every failure is this request's result, never the batch's
+            return self._error(exc)
+
+    async def _aone(self, request: GenerationRequest, gate: asyncio.Semaphore) -> GenerationResult:
+        bad = self._check(request)
+        if bad is not None:
+            return bad
+        try:
+            async with gate:
+                message = await self.chat_model.ainvoke(request.messages, **self._invoke_kwargs(request))
+            return self._finish(request, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._error(exc)
+
+    # ----- batches -----
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Send the requests concurrently (at most ``max_concurrency`` in flight); order is kept."""
+        if not requests:
+            return []
+        if len(requests) == 1:
+            return [self._one(requests[0])]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests))) as pool:
+            return list(pool.map(self._one, requests))
+
+    async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Like ``generate`` on the event loop, through the chat model's native async client."""
+        gate = asyncio.Semaphore(self.max_concurrency)
+        return list(await asyncio.gather(*(self._aone(r, gate) for r in requests)))
+
+
+@functools.cache
+def _reasoning_chat_openai() -> type:
+    """``ChatOpenAI`` that keeps the non-standard ``reasoning_content``/``reasoning``/``stop_reason``.
+
+    ``ChatOpenAI`` only parses official OpenAI fields, but vLLM and ``transformers serve`` put the
+    ``<think>`` part of a reply into ``message.reasoning_content`` (vLLM >= 0.10: ``reasoning``)
+    and vLLM names the matched stop string in ``choice.stop_reason``. This subclass copies them
+    into ``additional_kwargs`` / ``response_metadata`` (what ``langchain-deepseek`` does too).
+    """
+    import openai
+    from langchain_core.messages import AIMessage
+    from langchain_openai import ChatOpenAI
+
+    class ReasoningChatOpenAI(ChatOpenAI):
+        def _create_chat_result(self, response: Any, generation_info: dict | None = None) -> Any:
+            result = super()._create_chat_result(response, generation_info)
+            if isinstance(response, openai.BaseModel):
+                response = response.model_dump()
+            choices = response.get("choices") if isinstance(response, dict) else None
+            for generation, choice in zip(result.generations, choices or [], strict=False):
+                message = generation.message
+                if not isinstance(message, AIMessage) or not isinstance(choice, dict):
+                    continue
+                raw = choice.get("message") or {}
+                for key in ("reasoning_content", "reasoning"):
+                    if isinstance(raw.get(key), str) and raw[key]:
+                        message.additional_kwargs["reasoning_content"] = raw[key]
+                        break
+                if choice.get("stop_reason") is not None:
+                    message.response_metadata["stop_reason"] = choice["stop_reason"]
+            return result
+
+    return ReasoningChatOpenAI
+
+
+def openai_backend(
+    base_url: str,
+    model: str,
+    *,
+    api_key: str | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 2,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_concurrency: int = 16,
+    server_stops: bool = False,
+    extra_body: dict[str, Any] | None = None,
+) -> ChatModelBackend:
+    """A :class:`ChatModelBackend` on an OpenAI-compatible server (``vllm serve``, ``transformers serve``).
+
+    ``base_url`` ends in ``/v1``. ``model`` must be the served name (for ``transformers serve``
+    the exact path it was started with). ``timeout`` is per attempt and there are
+    ``max_retries + 1`` attempts, which bounds an unreachable server. ``extra_body`` is merged
+    into every request body (e.g. ``{"generation_config": '{"do_sample": true}'}`` to make
+    ``transformers serve`` sample a model whose generation config is greedy).
+    """
+    try:
+        chat_cls = _reasoning_chat_openai()
+    except ImportError as exc:
+        raise ImportError("openai_backend needs langchain-openai: pip install 'longshort[serve]'") from exc
+    import httpx
+    import openai
+
+    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    kwargs: dict[str, Any] = {}
+    if extra_body:
+        kwargs["extra_body"] = extra_body
+    # ChatOpenAI shares one pooled async httpx client per (base_url, timeout) across the process;
+    # pooled connections belong to the event loop that opened them, so a second ``asyncio.run``
+    # fails with "Event loop is closed". An async client that keeps no idle connections works
+    # from any loop (the sync path keeps its pool).
+    async_client = openai.DefaultAsyncHttpxClient(
+        limits=httpx.Limits(max_connections=max(100, max_concurrency), max_keepalive_connections=0)
+    )
+    chat_model = chat_cls(
+        base_url=base_url,
+        model=model,
+        api_key=key,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_async_client=async_client,
+        **kwargs,
+    )
+    return ChatModelBackend(
+        chat_model,
+        model_id=model,
+        tokenizer=tokenizer,
+        max_concurrency=max_concurrency,
+        server_stops=server_stops,
+    )

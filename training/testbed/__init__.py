@@ -1,0 +1,1 @@
+"""The testbed: a miniature of the paper (arithmetic problems, teachers, small models)."""
