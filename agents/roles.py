@@ -46,13 +46,9 @@ class Agent:
 
     def prompt_ids(self, question: str) -> list[int]:
         """System prompt + question through the model's chat template, ready for the assistant."""
-        tok = self.backend.tokenizer
-        if tok is None:
+        if self.backend.tokenizer is None:
             raise TypeError("prompt_ids needs a token-level backend")
-        ids = tok.apply_chat_template(self.prompt_messages(question), add_generation_prompt=True, tokenize=True)
-        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding-like mapping
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_prompt_ids(self.backend.tokenizer, self.prompt_messages(question))
 
     def view_messages(self, question: str, document: str) -> list[dict[str, str]]:
         """The chat-backend view: the transcript rendered into the user message."""
@@ -60,6 +56,17 @@ class Agent:
             return self.prompt_messages(question)
         user = HISTORY_TEMPLATE.format(question=question, document=document)
         return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Messages through the chat template, ending where the assistant starts writing.
+
+    Trainers use this too, so training views and the graph's views are the same ids.
+    """
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding-like mapping
+        ids = ids["input_ids"]
+    return list(ids)
 
 
 def long_agent(backend: Backend, **kwargs) -> Agent:

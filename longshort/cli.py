@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -96,6 +97,101 @@ def solve(
         sys.stdout.write(json.dumps(episode.model_dump(mode="json"), ensure_ascii=False) + "\n")
     else:
         print_episode(episode, Console())
+
+
+@app.command()
+def demo(
+    n: int = typer.Option(64, "--n", min=1, help="Held-out test problems."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Draws other held-out problems."),
+    out: Path = typer.Option(Path("demo"), "--out", help="Writes demo.json, episodes.jsonl and demo.png here."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle."""
+    from longshort.errors import ChecksumError
+    from longshort.evals.demo import print_table, run_demo
+
+    try:
+        result = run_demo(n=n, seed=seed, out=out, device=device, progress=lambda m: console.print(f"[dim]{m}[/]"))
+    except (ChecksumError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: nothing was written[/]")
+        raise typer.Exit(130) from None
+    print_table(result, Console())
+    console.print(f"wrote {out / 'demo.json'}, {out / 'episodes.jsonl'}, {out / 'demo.png'}")
+
+
+testbed_app = typer.Typer(no_args_is_help=True, help="The testbed: train its small models, rebuild the shipped assets.")
+app.add_typer(testbed_app, name="testbed")
+
+
+@testbed_app.command("train")
+def testbed_train(
+    model: str = typer.Option(..., "--model", help="reasoner or base"),
+    out: str = typer.Option("runs/testbed", "--out"),
+    n_train: int = typer.Option(20000, "--n-train", min=1),
+    n_ops: int = typer.Option(3, "--n-ops", min=1),
+    steps: int = typer.Option(3000, "--steps", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    hidden_size: int = typer.Option(256, "--hidden-size", min=8),
+    layers: int = typer.Option(4, "--layers", min=1),
+    heads: int = typer.Option(4, "--heads", min=1),
+    vocab_size: int = typer.Option(1024, "--vocab-size", min=300),
+    max_positions: int = typer.Option(2048, "--max-positions", min=64),
+    switches_per_problem: int = typer.Option(4, "--switches-per-problem", min=0),
+    seed: int = typer.Option(0, "--seed", min=0),
+    device: str = typer.Option(None, "--device"),
+    max_seconds: float = typer.Option(None, "--max-seconds", help="Stop and save after this much training time."),
+) -> None:
+    """Train one testbed model from scratch (TRL SFTTrainer); see training/testbed/train.py."""
+    from longshort.training.testbed.train import TestbedTrainConfig, train
+
+    try:
+        args = {k: v for k, v in locals().items() if k not in ("train", "TestbedTrainConfig")}
+        config = TestbedTrainConfig(**args)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"saved {train(config)}")
+
+
+@testbed_app.command("build")
+def testbed_build(
+    out: str = typer.Option("runs/testbed", "--out"),
+    assets: Path = typer.Option(None, "--assets", help="Default: the installed package's assets/testbed."),
+    n_train: int = typer.Option(20000, "--n-train", min=1),
+    steps: int = typer.Option(3000, "--steps", min=1),
+    batch_size: int = typer.Option(128, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    hidden_size: int = typer.Option(256, "--hidden-size", min=8),
+    layers: int = typer.Option(4, "--layers", min=1),
+    vocab_size: int = typer.Option(1024, "--vocab-size", min=300),
+    seed: int = typer.Option(0, "--seed", min=0),
+    max_seconds: float = typer.Option(None, "--max-seconds", help="Per-model training time limit."),
+    eval_n: int = typer.Option(500, "--eval-n", min=1),
+    results: Path = typer.Option(Path("results/testbed.json"), "--results"),
+) -> None:
+    """The full recipe (GPU): tokenizer, reasoner + base, measured numbers, assets + manifest."""
+    from longshort.training.testbed.build import build
+    from longshort.training.testbed.checkpoints import assets_dir
+    from longshort.training.testbed.train import TestbedTrainConfig
+
+    config = TestbedTrainConfig(
+        model="reasoner",
+        out=out,
+        n_train=n_train,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        hidden_size=hidden_size,
+        layers=layers,
+        vocab_size=vocab_size,
+        seed=seed,
+        max_seconds=max_seconds,
+    )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    result = build(config, assets or assets_dir(), eval_n=eval_n, results=results)
+    console.print_json(data=result["metrics"])
 
 
 @app.callback()

@@ -186,3 +186,10 @@ def served_tiny_qwen(tiny_qwen_dir) -> Iterator[ServedModel]:
     """The tiny random Qwen2 model behind a real ``transformers serve``, for the whole session."""
     with serve_model(tiny_qwen_dir) as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def served_protocol_model(protocol_model_dir) -> Iterator[ServedModel]:
+    """The tiny model trained to follow the protocol, behind a real ``transformers serve``."""
+    with serve_model(protocol_model_dir) as served:
+        yield served

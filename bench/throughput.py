@@ -1,0 +1,154 @@
+"""Episode throughput: N concurrent Long⊗Short episodes through the graph vs raw batched generate.
+
+    python bench/throughput.py --n 1,8,64,256                       # small random-weight model
+    python bench/throughput.py --model PATH --n 1,8,64,256          # a real checkpoint
+
+For each N, side by side in one process with the same model:
+  graph  N episodes via ``reasoner.abatch`` (the transformers backend batches their turns into
+         shared forward passes, admitting new turns into the running batch);
+  raw    one batched ``model.generate`` of the same N first-turn prompts, each row forced to the
+         mean number of tokens the episodes generated (``min_new_tokens = max_new_tokens``): the
+         same prompts and the same total tokens, with none of the protocol's turn structure.
+The ratio graph/raw says how much of the hardware's batched throughput survives the multi-turn
+protocol. Results (with the device name) go to ``results/throughput-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from longshort.agents import TransformersBackend, long_agent, short_agent
+from longshort.graphs import build_reasoner
+from longshort.provenance import device_name, run_metadata, write_json_atomic
+from longshort.protocol import SYSTEM_PROMPTS
+
+
+def random_model_dir(hidden: int, layers: int) -> str:
+    """A random-weight Qwen2 of testbed size (about 4M parameters at hidden 256, 4 layers)."""
+    from longshort.training.testbed.model import make_model
+    from longshort.training.testbed.tokenizer import train_tokenizer
+
+    corpus = [*SYSTEM_PROMPTS.values(), "<think> 37 * 24 = 37 * 20 + 37 * 4 = 740 + 148 = 888 </think>"] * 50
+    tokenizer = train_tokenizer(corpus, vocab_size=512)
+    model = make_model(tokenizer, hidden_size=hidden, layers=layers, heads=4, kv_heads=4, max_positions=4096)
+    path = tempfile.mkdtemp(prefix="bench-model-")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def questions(n: int, seed: int) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    nums = torch.randint(10, 99, (n, 3), generator=g).tolist()
+    return [f"A shop has {a} crates of {b} apples and sells {c}. How many apples are left?" for a, b, c in nums]
+
+
+def run_graph(backend, qs, args) -> dict:
+    long, short = (
+        long_agent(backend, temperature=args.temperature, seed=args.seed),
+        short_agent(backend, temperature=args.temperature, seed=args.seed),
+    )
+    graph = build_reasoner(
+        long,
+        short,
+        max_turns=args.max_turns,
+        max_tokens_per_turn=args.max_tokens_per_turn,
+        max_total_tokens=args.max_total_tokens,
+    )
+    before = dict(backend.stats)
+    start = time.perf_counter()
+    outs = asyncio.run(graph.abatch([{"question": q} for q in qs]))
+    wall = time.perf_counter() - start
+    generated = backend.stats["generated_tokens"] - before.get("generated_tokens", 0)
+    statuses: dict[str, int] = {}
+    for o in outs:
+        statuses[o["status"]] = statuses.get(o["status"], 0) + 1
+    return {
+        "wall_s": wall,
+        "generated_tokens": generated,
+        "tokens_per_s": generated / wall,
+        "mean_turns": sum(len(o["turns"]) for o in outs) / len(outs),
+        "statuses": statuses,
+        "requests": backend.stats["requests"] - before.get("requests", 0),
+    }
+
+
+@torch.inference_mode()
+def run_raw(backend, qs, new_tokens: int, batch_size: int) -> dict:
+    model, tok = backend.model, backend.tokenizer
+    prompts = [long_agent(backend).prompt_ids(q) for q in qs]
+    if backend.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i : i + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, p in enumerate(chunk):  # left padding, as generate expects for decoder-only models
+            ids[r, width - len(p) :] = torch.tensor(p)
+            mask[r, width - len(p) :] = 1
+        model.generate(
+            input_ids=ids.to(backend.device),
+            attention_mask=mask.to(backend.device),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+    if backend.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    total = new_tokens * len(prompts)
+    return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "new_tokens_per_row": new_tokens}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="model directory or hub id; default: a random-weight testbed-size Qwen2")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--n", default="1,8,64,256", help="comma-separated numbers of concurrent episodes")
+    p.add_argument("--max-turns", type=int, default=6)
+    p.add_argument("--max-tokens-per-turn", type=int, default=256)
+    p.add_argument("--max-total-tokens", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--out", default=None, help="results JSON (default results/throughput-<device>.json)")
+    args = p.parse_args()
+
+    model = args.model or random_model_dir(args.hidden, args.layers)
+    backend = TransformersBackend(model, max_batch_size=args.max_batch_size)
+    params = sum(x.numel() for x in backend.model.parameters())
+    run_graph(backend, questions(4, seed=99), args)  # warm-up (kernels, allocator)
+    rows = []
+    for n in [int(x) for x in args.n.split(",")]:
+        qs = questions(n, args.seed)
+        graph = run_graph(backend, qs, args)
+        per_row = max(1, round(graph["generated_tokens"] / n))
+        raw = run_raw(backend, qs, per_row, args.max_batch_size)
+        row = {"n": n, "graph": graph, "raw": raw, "ratio": graph["tokens_per_s"] / raw["tokens_per_s"]}
+        rows.append(row)
+        print(
+            f"N={n:4d}  graph {graph['tokens_per_s']:9.0f} tok/s ({graph['mean_turns']:.1f} turns/ep, "
+            f"{graph['statuses']})  raw {raw['tokens_per_s']:9.0f} tok/s  ratio {row['ratio']:.2f}",
+            flush=True,
+        )
+    backend.close()
+    device = device_name()
+    out = args.out or f"results/throughput-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.json"
+    meta = run_metadata(**{k: v for k, v in vars(args).items()}, model_parameters=params)
+    write_json_atomic({"benchmark": "episode_throughput", "device": device, "rows": rows, **meta}, out)
+    print(f"wrote {Path(out)}")
+
+
+if __name__ == "__main__":
+    main()

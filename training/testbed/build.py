@@ -1,0 +1,120 @@
+"""The whole testbed recipe: tokenizer, both models, their measured numbers, the shipped assets.
+
+    longshort testbed build --out runs/testbed --assets longshort/assets/testbed --eval-n 500
+
+1. trains the shared tokenizer on training problems' teacher text;
+2. trains the reasoner and the base at the same time (two processes on one GPU: the models are
+   small, so neither fills the device alone);
+3. writes the assets (fp16 safetensors + tokenizer + configs) and a manifest of sha256 hashes;
+4. measures the issue's numbers on ``eval_n`` held-out test problems with the demo's own code
+   (greedy): long-only and short-only accuracy and tokens, the Long⊗Short prompt-only row, and
+   the needed-thought share of the long teacher's tokens; stores them in the manifest and in
+   ``results/testbed.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from longshort.training.testbed.train import TestbedTrainConfig, load_or_train_tokenizer
+
+_SHIPPED = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "train_info.json",
+)
+
+
+def _train_args(config: TestbedTrainConfig) -> list[str]:
+    args = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "model" or value is None:
+            continue
+        args += [f"--{f.name.replace('_', '-')}", str(value)]
+    return args
+
+
+def build(
+    config: TestbedTrainConfig, assets: Path, *, eval_n: int = 500, eval_seed: int = 0, results: Path | None = None
+) -> dict:
+    from longshort.evals.demo import run_demo
+    from longshort.provenance import run_metadata, write_json_atomic
+    from longshort.training.testbed.checkpoints import write_manifest
+    from longshort.training.testbed.tasks import generate_problems
+    from longshort.training.testbed.teachers import teacher_stats, tokenizer_counter
+
+    out = Path(config.out)
+    start = time.perf_counter()
+    problems = generate_problems("train", config.n_train, seed=config.seed, n_ops=config.n_ops)
+    tokenizer = load_or_train_tokenizer(config, problems)
+    procs = {
+        kind: subprocess.Popen(
+            [sys.executable, "-m", "longshort.cli", "testbed", "train", "--model", kind, *_train_args(config)],
+            stdout=open(out / f"train-{kind}.log", "w"),  # noqa: SIM115 (closed with the process)
+            stderr=subprocess.STDOUT,
+        )
+        for kind in ("reasoner", "base")
+    }
+    for kind, proc in procs.items():
+        if proc.wait() != 0:
+            log = (out / f"train-{kind}.log").read_text()[-3000:]
+            raise RuntimeError(f"training the {kind} failed:\n{log}")
+    train_s = time.perf_counter() - start
+
+    staging = assets.with_name(assets.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    for kind in ("reasoner", "base"):
+        (staging / kind).mkdir(parents=True)
+        for name in _SHIPPED:
+            if (out / kind / name).exists():
+                shutil.copy2(out / kind / name, staging / kind / name)
+    command = "longshort testbed build " + " ".join(_train_args(config)) + f" --eval-n {eval_n}"
+    write_manifest(staging, command=command, seed=config.seed, metrics={})
+
+    demo = run_demo(n=eval_n, seed=eval_seed, out=out / "eval", device=None, checkpoints=staging, max_batch_size=512)
+    rows = {r["system"]: r for r in demo["rows"]}
+    test_problems = generate_problems("test", eval_n, seed=eval_seed, n_ops=config.n_ops)
+    stats = teacher_stats(test_problems, seed=config.seed, count=tokenizer_counter(tokenizer))
+    metrics = {
+        "eval_n": eval_n,
+        "eval_seed": eval_seed,
+        "long_only_accuracy": rows["long-only"]["accuracy"],
+        "short_only_accuracy": rows["short-only"]["accuracy"],
+        "long_only_mean_tokens": rows["long-only"]["mean_tokens"],
+        "short_only_mean_tokens": rows["short-only"]["mean_tokens"],
+        "long_to_short_token_ratio": rows["long-only"]["mean_tokens"] / rows["short-only"]["mean_tokens"],
+        "needed_token_fraction": stats.needed_fraction,
+        "rows": demo["rows"],
+        "train_seconds": train_s,
+    }
+    manifest = write_manifest(staging, command=command, seed=config.seed, metrics=metrics, **_provenance())
+    shutil.rmtree(assets, ignore_errors=True)
+    staging.rename(assets)
+    result = {
+        "metrics": metrics,
+        "teacher": stats.model_dump(),
+        "manifest": manifest.model_dump(),
+        **run_metadata(**asdict(config), eval_n=eval_n),
+    }
+    write_json_atomic(result, results or Path("results") / "testbed.json")
+    return result
+
+
+def _provenance() -> dict:
+    from longshort.provenance import device_name, git_commit
+
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": git_commit(),
+        "device": device_name(),
+    }
