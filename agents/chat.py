@@ -118,9 +118,7 @@ class ChatModelBackend(Backend):
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.chat_model = chat_model
         self.model_id = model_id or str(
-            getattr(chat_model, "model_name", None)
-            or getattr(chat_model, "model", None)
-            or type(chat_model).__name__
+            getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None) or type(chat_model).__name__
         )
         self.count_tokenizer = tokenizer
         self.max_concurrency = max_concurrency

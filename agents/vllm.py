@@ -131,10 +131,7 @@ class VLLMBackend(Backend):
             else:
                 for i, output in zip(index, outputs, strict=True):
                     results[i] = self._result(output)
-        return [
-            r if r is not None else GenerationResult(finish_reason="error", error="no output")
-            for r in results
-        ]
+        return [r if r is not None else GenerationResult(finish_reason="error", error="no output") for r in results]
 
     @staticmethod
     def _result(output: Any) -> GenerationResult:

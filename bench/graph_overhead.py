@@ -15,11 +15,10 @@ import time
 
 import torch
 
+from bench.throughput import questions, random_model_dir  # noqa: E402  (run from the repo root)
 from longshort.agents import TransformersBackend, long_agent, short_agent
 from longshort.graphs import build_reasoner
 from longshort.provenance import run_metadata, write_json_atomic
-
-from bench.throughput import questions, random_model_dir  # noqa: E402  (run from the repo root)
 
 
 class TimedBackend:

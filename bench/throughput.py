@@ -26,8 +26,8 @@ import torch
 
 from longshort.agents import TransformersBackend, long_agent, short_agent
 from longshort.graphs import build_reasoner
-from longshort.provenance import device_name, run_metadata, write_json_atomic
 from longshort.protocol import SYSTEM_PROMPTS
+from longshort.provenance import device_name, run_metadata, write_json_atomic
 
 
 def random_model_dir(hidden: int, layers: int) -> str:

@@ -138,7 +138,7 @@ def testbed_train(
     layers: int = typer.Option(4, "--layers", min=1),
     heads: int = typer.Option(4, "--heads", min=1),
     vocab_size: int = typer.Option(1024, "--vocab-size", min=300),
-    max_positions: int = typer.Option(2048, "--max-positions", min=64),
+    max_positions: int = typer.Option(3072, "--max-positions", min=64),
     switches_per_problem: int = typer.Option(4, "--switches-per-problem", min=0),
     seed: int = typer.Option(0, "--seed", min=0),
     device: str = typer.Option(None, "--device"),

@@ -170,9 +170,7 @@ def serve_model(
             if proc.poll() is not None:
                 raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{served.log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"transformers serve not ready after {startup_timeout:.0f}s:\n{served.log_tail()}"
-                )
+                raise RuntimeError(f"transformers serve not ready after {startup_timeout:.0f}s:\n{served.log_tail()}")
             time.sleep(0.25)
         yield served
     finally:

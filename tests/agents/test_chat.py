@@ -72,9 +72,7 @@ class RecordingChat(BaseChatModel):
 
 
 def test_truncation_keeps_the_tag_that_ended_the_turn():
-    backend = ChatModelBackend(
-        fake("<answer> 17 * 23 </rethink> then </answer>", "<answer> \\boxed{4} </answer> x")
-    )
+    backend = ChatModelBackend(fake("<answer> 17 * 23 </rethink> then </answer>", "<answer> \\boxed{4} </answer> x"))
     first, second = backend.generate([req(), req()])  # two requests run concurrently: order is kept
     texts = {first.text, second.text}
     assert texts == {"<answer> 17 * 23 </rethink>", "<answer> \\boxed{4} </answer>"}
@@ -101,9 +99,7 @@ def test_token_counts(tiny_tokenizer):
     bare = AIMessage(content="<answer> 4 </answer>")
     plain = ChatModelBackend(RecordingChat(replies=[whole, cut, bare]), max_concurrency=1)
     assert [r.num_tokens for r in plain.generate([req(), req(), req()])] == [9, 9, 0]
-    counted = ChatModelBackend(
-        RecordingChat(replies=[whole, cut, bare]), tokenizer=tiny_tokenizer, max_concurrency=1
-    )
+    counted = ChatModelBackend(RecordingChat(replies=[whole, cut, bare]), tokenizer=tiny_tokenizer, max_concurrency=1)
     results = counted.generate([req(), req(), req()])
     expected = len(tiny_tokenizer.encode("<answer> 4 </answer>", add_special_tokens=False))
     assert [r.num_tokens for r in results] == [9, expected, expected]  # usage unless cut or absent
@@ -143,9 +139,7 @@ def test_reasoning_split_off_by_the_server_is_rebuilt():
     assert parse_turn("long", a.text).content == "12 * 34 = 408."
     assert b.text == f"{THINK_OPEN}\n12 * 34 =" and b.finish_reason == "length"
     assert c.text == f"{THINK_OPEN}\nr\n{THINK_CLOSE}\n\ntail"
-    raw = ChatModelBackend(RecordingChat(replies=[closed]), rebuild_reasoning=False).generate(
-        [req(stop=LONG)]
-    )
+    raw = ChatModelBackend(RecordingChat(replies=[closed]), rebuild_reasoning=False).generate([req(stop=LONG)])
     assert raw[0].text == "" and raw[0].finish_reason == "eos"
 
 
@@ -183,10 +177,7 @@ def test_openai_backend_api_key_and_model_id(monkeypatch):
     assert backend.model_id == "served-name" and backend.base_url == "http://127.0.0.1:1/v1"
     assert backend.chat_model.openai_api_key.get_secret_value() == "EMPTY"
     monkeypatch.setenv("OPENAI_API_KEY", "from-env")
-    assert (
-        openai_backend("http://127.0.0.1:1/v1", "m").chat_model.openai_api_key.get_secret_value()
-        == "from-env"
-    )
+    assert openai_backend("http://127.0.0.1:1/v1", "m").chat_model.openai_api_key.get_secret_value() == "from-env"
 
 
 # ---------------------------------------------------------------- unreachable servers
@@ -249,9 +240,7 @@ def test_transformers_serve_facts(served_tiny_qwen, tiny_tokenizer):
     assert out["usage"]["prompt_tokens"] == len(prompt_ids)  # the model dir's chat template
     assert out["choices"][0]["message"]["content"] == ANSWER_CLOSE * 3  # non-special tags kept
     assert out["choices"][0]["finish_reason"] == "length"
-    out = _raw_chat(
-        served_tiny_qwen, max_tokens=3, stop=[ANSWER_CLOSE], **_bias(tiny_tokenizer, ANSWER_CLOSE)
-    )
+    out = _raw_chat(served_tiny_qwen, max_tokens=3, stop=[ANSWER_CLOSE], **_bias(tiny_tokenizer, ANSWER_CLOSE))
     assert out["choices"][0]["message"]["content"] == ANSWER_CLOSE  # stop honoured, tag kept
     assert out["choices"][0]["finish_reason"] == "stop"
     out = _raw_chat(served_tiny_qwen, max_tokens=3, **_bias(tiny_tokenizer, "<|im_end|>"))
@@ -292,18 +281,12 @@ def test_served_concurrent_generate_and_agenerate(served_tiny_qwen):
     backend = openai_backend(served_tiny_qwen.base_url, served_tiny_qwen.model, timeout=30, max_concurrency=4)
     requests = [req(n) for n in (1, 2, 3, 4)]
     results = backend.generate(requests)
-    assert [(r.error, r.num_tokens, r.finish_reason) for r in results] == [
-        (None, n, "length") for n in (1, 2, 3, 4)
-    ]
+    assert [(r.error, r.num_tokens, r.finish_reason) for r in results] == [(None, n, "length") for n in (1, 2, 3, 4)]
     for _ in range(2):  # a fresh event loop each time, as in scripts and notebooks
         aresults = asyncio.run(backend.agenerate(requests))
         assert [(r.error, r.num_tokens) for r in aresults] == [(None, n) for n in (1, 2, 3, 4)]
-    (wrong,) = openai_backend(served_tiny_qwen.base_url, "not-the-served-model", timeout=30).generate(
-        [req(2)]
-    )
-    assert (
-        wrong.finish_reason == "error" and "400" in wrong.error and served_tiny_qwen.base_url in wrong.error
-    )
+    (wrong,) = openai_backend(served_tiny_qwen.base_url, "not-the-served-model", timeout=30).generate([req(2)])
+    assert wrong.finish_reason == "error" and "400" in wrong.error and served_tiny_qwen.base_url in wrong.error
 
 
 def test_serve_model_reports_a_server_that_dies(tmp_path):

@@ -22,8 +22,10 @@ def test_solve_json_with_a_local_model(protocol_model_dir):
     assert set(ep) >= {"id", "question", "answer", "status", "turns", "tokens"}
     assert ep["status"] == "answered" and ep["answer"] == "413"
     assert set(ep["turns"][0]) >= {"agent", "text", "token_ids", "logprobs", "finish_reason"}
-    assert ep["tokens"]["total"] == ep["tokens"]["long"] + ep["tokens"]["short"] == sum(
-        len(t["token_ids"]) for t in ep["turns"]
+    assert (
+        ep["tokens"]["total"]
+        == ep["tokens"]["long"] + ep["tokens"]["short"]
+        == sum(len(t["token_ids"]) for t in ep["turns"])
     )
 
 

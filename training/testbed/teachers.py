@@ -45,7 +45,7 @@ Messages = list[dict[str, str]]
 Counter = Callable[[str], int]
 
 #: The long teacher adds rechecks until the needed share (by ``count_tokens``) is at most this.
-NEEDED_TARGET = 0.09
+NEEDED_TARGET = 0.085
 
 # A digit, a run of newlines, the space before a number (its own token under digit splitting),
 # a word, or one punctuation character.
@@ -145,6 +145,20 @@ def _apply(value: int, op: Op) -> str:
     return f"{value} {sign} {op.amount} = {op.value}"
 
 
+def _combine(value: int, op: Op) -> str:
+    """Fold a product into the running total carefully: hundreds first, then the rest.
+
+    A four-digit sum or difference in one shot is where a small model slips (measured: most of
+    the first reasoner's errors), so it belongs to the hard step's needed thought.
+    """
+    hundreds, rest = op.amount - op.amount % 100, op.amount % 100
+    if not hundreds or not rest:
+        return _apply(value, op)
+    sign = "+" if op.kind == "add" else "-"
+    mid = value + hundreds if op.kind == "add" else value - hundreds
+    return f"{value} {sign} {op.amount} = {value} {sign} {hundreds} {sign} {rest} = {mid} {sign} {rest} = {op.value}"
+
+
 def _undo(value: int, op: Op) -> str:
     sign = "-" if op.kind == "add" else "+"
     return f"{op.value} {sign} {op.amount} = {value}"
@@ -228,7 +242,8 @@ def _hard_thoughts(problem: Problem, i: int, rng: random.Random) -> tuple[list[T
     thoughts = [
         Thought(text=intro.format(s=_quote(op.sentence), a=a, b=b, verb=verb, before=before), type="plan", op_index=i)
     ]
-    thoughts.append(Thought(text=_product(a, b) + ".", type="decompose", needed=True, op_index=i))
+    decompose = _product(a, b) + "." + (f" Then {_combine(before, op)}." if i else "")
+    thoughts.append(Thought(text=decompose, type="decompose", needed=True, op_index=i))
     verify = rng.choice(
         (
             "Let me verify this another way by splitting {a} instead. {swap}. Both ways give {p}, good.",
@@ -258,7 +273,13 @@ def _hard_thoughts(problem: Problem, i: int, rng: random.Random) -> tuple[list[T
         )
     )
     thoughts.append(Thought(text=summary.format(v=op.value, unit=unit), type="summary", op_index=i))
-    return thoughts, checks[keep:]
+    spares = checks[keep:]
+    if i:  # the combination can be rechecked too, when the trace needs more redundancy
+        spares += [
+            f"Hold on, let me redo the combination backwards: {_undo(before, op)}. It checks out.",
+            f"One more look at the running total: {_apply(before, op)}, so {op.value} {unit} at this point.",
+        ]
+    return thoughts, spares
 
 
 def _easy_thoughts(problem: Problem, i: int, rng: random.Random) -> list[Thought]:
@@ -349,6 +370,10 @@ def long_trace(problem: Problem, seed: int = 0) -> LongTrace:
         op_index = trace.thoughts[at].op_index
         trace.thoughts.insert(at, Thought(text=text, type="recheck", op_index=op_index))
         spares = [(p + 1 if p >= at else p, s) for p, s in spares]
+    # Still too lean (many hard steps): review the whole solution again before the final line.
+    second = "Wait, I want to be completely sure. Going through it again: {l} Yes, all consistent."
+    while trace.needed_fraction() > NEEDED_TARGET:
+        trace.thoughts.insert(len(trace.thoughts) - 1, Thought(text=second.format(l=" ".join(lines)), type="review"))
     return trace
 
 
@@ -363,7 +388,8 @@ def _short_lines(problem: Problem, reused: Collection[int] = ()) -> list[str]:
             product = f"{op.factors[0]} * {op.factors[1]} = {op.amount}"  # type: ignore[index]
             lines.append(f"From above, {product}" if i in reused else product)
         if i:
-            lines.append(_apply(problem.ops[i - 1].value, op))
+            step = _apply(problem.ops[i - 1].value, op)
+            lines.append(f"From above, {step}" if op.hard and i in reused else step)
     return lines
 
 
@@ -453,7 +479,9 @@ def oracle_episode(problem: Problem, seed: int = 0) -> list[tuple[Role, str]]:
         stop = hard[n + 1] if n + 1 < len(hard) else len(problem.ops)
         op = problem.ops[i]
         lines = [f"From above, {op.factors[0]} * {op.factors[1]} = {op.amount}"]  # type: ignore[index]
-        lines += [_apply(problem.ops[j - 1].value, problem.ops[j]) for j in range(max(i, 1), stop)]
+        if i:
+            lines.append(f"From above, {_apply(problem.ops[i - 1].value, op)}")
+        lines += [_apply(problem.ops[j - 1].value, problem.ops[j]) for j in range(i + 1, stop)]
         if stop < len(problem.ops):
             a, b = problem.ops[stop].factors  # type: ignore[misc]
             turns.append(("short", answer_turn("\n".join([*lines, f"Next: {a} * {b}"]), final=False)))

@@ -39,12 +39,16 @@ class TestbedTrainConfig:
     vocab_size: int = field(
         default=1024, metadata={"help": "tokenizer vocabulary (trained if OUT/tokenizer is absent)"}
     )
-    max_positions: int = field(default=2048, metadata={"help": "context length"})
+    max_positions: int = field(default=3072, metadata={"help": "context length (RoPE: costs no parameters)"})
     switches_per_problem: int = field(default=4, metadata={"help": "base only: long prefixes per problem"})
     seed: int = field(default=0, metadata={"help": "seed for problems, teachers, init and data order"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda if available)"})
     max_seconds: float | None = field(
-        default=None, metadata={"help": "stop (and save) after this much training time: a safety net for leased GPUs"}
+        default=None,
+        metadata={
+            "help": "train for this much wall time instead of a step count: the cosine schedule runs over time "
+            "and training stops (and saves) when it is spent; for leased GPUs of unknown speed"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -55,16 +59,39 @@ class TestbedTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+def _time_schedule(optimizer, seconds: float, warmup_steps: int):
+    """Cosine decay over wall time (not steps), after a linear warm-up in steps."""
+    import math
+
+    from torch.optim.lr_scheduler import LambdaLR
+
+    start: list[float] = []  # set at the first optimizer step, not while the trainer prepares data
+
+    def factor(step: int) -> float:
+        if step == 0:  # LambdaLR evaluates step 0 when it is built, before any training
+            return 1.0 / warmup_steps
+        if not start:
+            start.append(time.perf_counter())
+        done = min(1.0, (time.perf_counter() - start[0]) / seconds)
+        return min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * done))
+
+    return LambdaLR(optimizer, factor)
+
+
 def _time_limit(seconds: float):
     """A TrainerCallback that ends training once ``seconds`` have passed (the model is still saved)."""
     from transformers import TrainerCallback
 
     class TimeLimit(TrainerCallback):
-        def __init__(self) -> None:
-            self.start = time.perf_counter()
+        start: float | None = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.start is None:
+                self.start = time.perf_counter()
+            return control
 
         def on_step_end(self, args, state, control, **kwargs):
-            if time.perf_counter() - self.start > seconds:
+            if self.start is not None and time.perf_counter() - self.start > seconds:
                 control.should_training_stop = True
             return control
 
@@ -132,7 +159,17 @@ def train(config: TestbedTrainConfig) -> Path:
         seed=config.seed,
         dataloader_num_workers=2 if device == "cuda" else 0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    optimizers = (None, None)
+    if config.max_seconds:
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.1, betas=(0.9, 0.95))
+        optimizers = (opt, _time_schedule(opt, config.max_seconds, warmup_steps=100))
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        optimizers=optimizers,
+    )
     if config.max_seconds:
         trainer.add_callback(_time_limit(config.max_seconds))
     start = time.perf_counter()
