@@ -710,7 +710,7 @@ class TransformersBackend(Backend):
 
     def _prefill(self, jobs: list[_Job]) -> tuple[_Batch, torch.Tensor]:
         """Left-pad the prompts, run them through a fresh cache; return the batch and last logits."""
-        from transformers import DynamicCache
+        from longshort.agents._kv import growing_cache
 
         width = max(len(j.prompt) for j in jobs)
         ids = [[self._pad_id] * (width - len(j.prompt)) + j.prompt for j in jobs]
@@ -720,7 +720,7 @@ class TransformersBackend(Backend):
         mask_t = torch.tensor(mask, dtype=long, device=dev)
         pos_t = (mask_t.cumsum(1) - 1).clamp_(min=0)
         assert self.model is not None
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config)
         self._stats["prefills"] += 1
         logits = self._forward(ids_t, mask_t, pos_t, cache)
         n_stop = max(1, max(len(j.plan.ids) for j in jobs))

@@ -78,7 +78,7 @@ def build(
         for name in _SHIPPED:
             if (out / kind / name).exists():
                 shutil.copy2(out / kind / name, staging / kind / name)
-    command = "longshort testbed build " + " ".join(_train_args(config)) + f" --eval-n {eval_n}"
+    command = " ".join(["longshort", *sys.argv[1:]]) if "testbed" in sys.argv else "longshort.training.testbed.build"
     write_manifest(staging, command=command, seed=config.seed, metrics={})
 
     demo = run_demo(n=eval_n, seed=eval_seed, out=out / "eval", device=None, checkpoints=staging, max_batch_size=512)
