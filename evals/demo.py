@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from longshort._async import run_sync
 from longshort.evals.report import SystemRow, summarize
 from longshort.provenance import run_metadata, write_json_atomic
 from longshort.trace import Episode, Turn, write_jsonl
@@ -106,7 +107,7 @@ def run_demo(
                 run_longshort(long, short, questions, references=golds),
             )
 
-        long_only, short_only, longshort = asyncio.run(all_systems())
+        long_only, short_only, longshort = run_sync(all_systems())
         oracle = oracle_episodes(problems, reasoner.tokenizer, seed)
     finally:
         reasoner.close()

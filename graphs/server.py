@@ -1,8 +1,9 @@
 """Graph factories for ``langgraph.json`` (``langgraph dev`` / LangGraph Platform).
 
 Models come from the environment, so one deployment file serves any pair:
-``LONGSHORT_LONG_MODEL`` (required), ``LONGSHORT_SHORT_MODEL``, ``LONGSHORT_BACKEND``
-(hf|openai|vllm, default hf), ``LONGSHORT_BASE_URL`` (openai backend).
+``LONGSHORT_LONG_MODEL``, ``LONGSHORT_SHORT_MODEL``, ``LONGSHORT_BACKEND`` (hf|openai|vllm,
+default hf), ``LONGSHORT_BASE_URL`` (openai backend). Without ``LONGSHORT_LONG_MODEL`` the
+shipped testbed pair (reasoner + base) is served, offline.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ def _agents():
     from longshort.agents.loading import load_agents
 
     long_model = os.environ.get("LONGSHORT_LONG_MODEL")
+    short_model = os.environ.get("LONGSHORT_SHORT_MODEL")
     if not long_model:
-        raise ValueError("set LONGSHORT_LONG_MODEL to a model path or hub id (and LONGSHORT_SHORT_MODEL)")
+        from longshort.training.testbed.checkpoints import checkpoint
+
+        long_model, short_model = str(checkpoint("reasoner")), short_model or str(checkpoint("base"))
     return load_agents(
         long_model,
-        os.environ.get("LONGSHORT_SHORT_MODEL"),
+        short_model,
         backend=os.environ.get("LONGSHORT_BACKEND", "hf"),
         base_url=os.environ.get("LONGSHORT_BASE_URL"),
     )

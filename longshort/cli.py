@@ -66,11 +66,15 @@ def solve(
 ) -> None:
     """Solve one question with the Long⊗Short reasoner and print the conversation."""
     from longshort.agents.loading import load_agents
+    from longshort.errors import LongShortError
     from longshort.graphs import build_reasoner, episode_from_state
+    from longshort.training.testbed.checkpoints import checkpoint as default_model
 
-    if long_model is None:
-        _fail("no model given: pass --long-model PATH|ID (and --short-model for a second model)")
     try:
+        if long_model is None:  # the shipped testbed pair: works offline
+            if backend is not BackendName.hf:
+                _fail("--backend openai/vllm needs --long-model (the served model's name or path)")
+            long_model, short_model = str(default_model("reasoner")), short_model or str(default_model("base"))
         long, short = load_agents(
             long_model,
             short_model,
@@ -81,7 +85,7 @@ def solve(
             api_key=api_key,
             timeout=timeout,
         )
-    except (ValueError, FileNotFoundError, ImportError, OSError) as e:
+    except (ValueError, FileNotFoundError, ImportError, OSError, LongShortError) as e:
         _fail(str(e))
     graph = build_reasoner(
         long, short, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn, max_total_tokens=max_total_tokens

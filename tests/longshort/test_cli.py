@@ -43,7 +43,7 @@ def test_solve_against_an_openai_compatible_server(served_protocol_model):
 
 def test_clear_errors(tmp_path):
     cases = [
-        (["solve", "q"], "no model given"),
+        (["solve", "q", "--backend", "openai"], "needs --long-model"),
         (["solve", "q", "--long-model", str(tmp_path / "missing")], "missing"),
         (["solve", "q", "--backend", "nope", "--long-model", "x"], "nope"),
         (["solve", "q", "--backend", "openai", "--long-model", "x"], "--base-url"),
@@ -64,3 +64,13 @@ def test_unreachable_server_is_a_recorded_status():
     args = ["solve", "q", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--long-model", "m"]
     ep = _episode(runner.invoke(app, [*args, "--timeout", "2", "--json"]))
     assert ep["status"] == "backend_error" and "127.0.0.1:9" in ep["error"]
+
+
+def test_solve_defaults_to_the_shipped_testbed_pair():
+    from longshort.training.testbed.tasks import generate_problems
+
+    problem = generate_problems("test", 1, seed=7)[0]
+    ep = _episode(runner.invoke(app, ["solve", problem.question, "--json"]))
+    assert ep["status"] == "answered" and ep["answer"] is not None
+    assert [t["agent"] for t in ep["turns"]][:2] == ["long", "short"]
+    assert "testbed/reasoner" in ep["turns"][0]["model_id"] and "testbed/base" in ep["turns"][1]["model_id"]
