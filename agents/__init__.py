@@ -6,8 +6,9 @@ torch only then.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from longshort._lazy import lazy_getattr
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult
 from longshort.agents.roles import Agent, long_agent, short_agent
 from longshort.agents.scripted import ScriptedBackend
@@ -41,9 +42,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'longshort.agents' has no attribute {name!r}")
+__getattr__ = lazy_getattr("longshort.agents", _LAZY)

@@ -63,3 +63,21 @@ def growing_cache(config):
     cache = DynamicCache(config=config)
     cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
     return cache
+
+
+def select_rows(layer, index: torch.Tensor) -> None:
+    """Keep batch rows ``index``; a growing layer keeps its spare capacity (no re-growth after)."""
+    if isinstance(layer, GrowingLayer) and layer._k is not None and layer._k.dim() == 4:
+        layer._k, layer._v = layer._k.index_select(0, index), layer._v.index_select(0, index)
+    else:
+        layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+
+
+def trim_left(layer, cut: int) -> None:
+    """Drop the first ``cut`` positions (all padding) without copying the rest."""
+    if isinstance(layer, GrowingLayer) and layer._k is not None and layer._k.dim() == 4:
+        layer._k, layer._v = layer._k[:, :, cut:], layer._v[:, :, cut:]
+        layer._klen -= cut
+        layer._vlen -= cut
+    else:
+        layer.keys, layer.values = layer.keys[:, :, cut:], layer.values[:, :, cut:]

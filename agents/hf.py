@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from longshort.agents._kv import growing_cache, select_rows, trim_left
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult
 from longshort.protocol import clean_text
 
@@ -710,8 +711,6 @@ class TransformersBackend(Backend):
 
     def _prefill(self, jobs: list[_Job]) -> tuple[_Batch, torch.Tensor]:
         """Left-pad the prompts, run them through a fresh cache; return the batch and last logits."""
-        from longshort.agents._kv import growing_cache
-
         width = max(len(j.prompt) for j in jobs)
         ids = [[self._pad_id] * (width - len(j.prompt)) + j.prompt for j in jobs]
         mask = [[0] * (width - len(j.prompt)) + [1] * len(j.prompt) for j in jobs]
@@ -824,8 +823,7 @@ class TransformersBackend(Backend):
             index = torch.tensor(keep, dtype=torch.long, device=self.device)
             if self._plain_cache:
                 for layer in batch.cache.layers:
-                    layer.keys = layer.keys.index_select(0, index)
-                    layer.values = layer.values.index_select(0, index)
+                    select_rows(layer, index)
             else:
                 batch.cache.batch_select_indices(index)
             for name in _ROW_FIELDS:
@@ -838,8 +836,7 @@ class TransformersBackend(Backend):
             cut = batch.mask.shape[1] - needed
             if cut > 0:
                 for layer in batch.cache.layers:
-                    layer.keys = layer.keys[:, :, cut:]
-                    layer.values = layer.values[:, :, cut:]
+                    trim_left(layer, cut)
                 batch.mask = batch.mask[:, cut:]
         return batch
 

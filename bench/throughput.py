@@ -16,7 +16,6 @@ protocol. Results (with the device name) go to ``results/throughput-<device>.jso
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from longshort._async import run_sync
 from longshort.agents import TransformersBackend, long_agent, short_agent
 from longshort.graphs import build_reasoner
 from longshort.protocol import SYSTEM_PROMPTS
@@ -51,10 +51,8 @@ def questions(n: int, seed: int) -> list[str]:
 
 
 def run_graph(backend, qs, args) -> dict:
-    long, short = (
-        long_agent(backend, temperature=args.temperature, seed=args.seed),
-        short_agent(backend, temperature=args.temperature, seed=args.seed),
-    )
+    # unseeded sampling, as the raw baseline samples: one batched draw per step in both
+    long, short = long_agent(backend, temperature=args.temperature), short_agent(backend, temperature=args.temperature)
     graph = build_reasoner(
         long,
         short,
@@ -64,7 +62,7 @@ def run_graph(backend, qs, args) -> dict:
     )
     before = dict(backend.stats)
     start = time.perf_counter()
-    outs = asyncio.run(graph.abatch([{"question": q} for q in qs]))
+    outs = run_sync(graph.abatch([{"question": q} for q in qs]))
     wall = time.perf_counter() - start
     generated = backend.stats["generated_tokens"] - before.get("generated_tokens", 0)
     statuses: dict[str, int] = {}
@@ -81,7 +79,7 @@ def run_graph(backend, qs, args) -> dict:
 
 
 @torch.inference_mode()
-def run_raw(backend, qs, new_tokens: int, batch_size: int) -> dict:
+def run_raw(backend, qs, new_tokens: int, batch_size: int, temperature: float) -> dict:
     model, tok = backend.model, backend.tokenizer
     prompts = [long_agent(backend).prompt_ids(q) for q in qs]
     if backend.device.type == "cuda":
@@ -100,7 +98,10 @@ def run_raw(backend, qs, new_tokens: int, batch_size: int) -> dict:
             attention_mask=mask.to(backend.device),
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
-            do_sample=False,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_k=0,
+            top_p=1.0,
             pad_token_id=tok.pad_token_id,
         )
     if backend.device.type == "cuda":
@@ -134,7 +135,7 @@ def main() -> None:
         qs = questions(n, args.seed)
         graph = run_graph(backend, qs, args)
         per_row = max(1, round(graph["generated_tokens"] / n))
-        raw = run_raw(backend, qs, per_row, args.max_batch_size)
+        raw = run_raw(backend, qs, per_row, args.max_batch_size, args.temperature)
         row = {"n": n, "graph": graph, "raw": raw, "ratio": graph["tokens_per_s"] / raw["tokens_per_s"]}
         rows.append(row)
         print(

@@ -6,7 +6,9 @@ transformers) until a backend is actually used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from longshort._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -39,9 +41,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'longshort' has no attribute {name!r}")
+__getattr__ = lazy_getattr("longshort", _LAZY)
