@@ -156,7 +156,10 @@ def testbed_train(
         config = TestbedTrainConfig(**args)
     except ValueError as e:
         _fail(str(e))
-    console.print(f"saved {train(config)}")
+    try:
+        console.print(f"saved {train(config)}")
+    except ValueError as e:  # e.g. a row longer than --max-positions
+        _fail(str(e))
 
 
 @testbed_app.command("build")
