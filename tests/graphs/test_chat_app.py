@@ -57,14 +57,3 @@ def test_langgraph_json_points_at_real_factories(monkeypatch):
         assert graph.name == name
         nodes = set(graph.get_graph().nodes)
         assert {"long", "short"} <= nodes if name == "longshort" else "reasoner" in nodes
-
-
-def test_embedding_notebook_runs():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(ROOT / "notebooks" / "embed_in_langgraph_app.ipynb", as_version=4)
-    nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
-    ).execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "AI: The answer is" in outputs and "[long]" in outputs and "[short]" in outputs
