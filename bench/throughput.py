@@ -2,6 +2,7 @@
 
     python bench/throughput.py --n 1,8,64,256                       # small random-weight model
     python bench/throughput.py --model PATH --n 1,8,64,256          # a real checkpoint
+    python bench/throughput.py --testbed --temperature 0 --n 1,8,64  # the shipped pair, real episodes
 
 For each N, side by side in one process with the same model:
   graph  N episodes via ``reasoner.abatch`` (the transformers backend batches their turns into
@@ -50,9 +51,14 @@ def questions(n: int, seed: int) -> list[str]:
     return [f"A shop has {a} crates of {b} apples and sells {c}. How many apples are left?" for a, b, c in nums]
 
 
-def run_graph(backend, qs, args) -> dict:
+def _distinct(*backends):
+    return list({id(b): b for b in backends}.values())
+
+
+def run_graph(long_backend, short_backend, qs, args) -> dict:
     # unseeded sampling, as the raw baseline samples: one batched draw per step in both
-    long, short = long_agent(backend, temperature=args.temperature), short_agent(backend, temperature=args.temperature)
+    long = long_agent(long_backend, temperature=args.temperature)
+    short = short_agent(short_backend, temperature=args.temperature)
     graph = build_reasoner(
         long,
         short,
@@ -60,28 +66,37 @@ def run_graph(backend, qs, args) -> dict:
         max_tokens_per_turn=args.max_tokens_per_turn,
         max_total_tokens=args.max_total_tokens,
     )
-    before = dict(backend.stats)
+    backends = _distinct(long_backend, short_backend)
+    before = [dict(b.stats) for b in backends]
     start = time.perf_counter()
     outs = run_sync(graph.abatch([{"question": q} for q in qs]))
     wall = time.perf_counter() - start
-    generated = backend.stats["generated_tokens"] - before.get("generated_tokens", 0)
+    delta = {
+        key: sum(b.stats[key] - old.get(key, 0) for b, old in zip(backends, before, strict=True))
+        for key in ("generated_tokens", "requests")
+    }
     statuses: dict[str, int] = {}
     for o in outs:
         statuses[o["status"]] = statuses.get(o["status"], 0) + 1
+    n = len(outs)
     return {
         "wall_s": wall,
-        "generated_tokens": generated,
-        "tokens_per_s": generated / wall,
-        "mean_turns": sum(len(o["turns"]) for o in outs) / len(outs),
+        "generated_tokens": delta["generated_tokens"],
+        "tokens_per_s": delta["generated_tokens"] / wall,
+        "mean_turns": sum(len(o["turns"]) for o in outs) / n,
+        "mean_tokens_long": sum(o["tokens"]["long"] for o in outs) / n,
+        "mean_tokens_short": sum(o["tokens"]["short"] for o in outs) / n,
         "statuses": statuses,
-        "requests": backend.stats["requests"] - before.get("requests", 0),
+        "requests": delta["requests"],
     }
 
 
 @torch.inference_mode()
-def run_raw(backend, qs, new_tokens: int, batch_size: int, temperature: float) -> dict:
+def run_raw(agent, qs, new_tokens: int, batch_size: int, temperature: float) -> dict:
+    """``model.generate`` of each question's first view for this agent, every row forced to ``new_tokens``."""
+    backend = agent.backend
     model, tok = backend.model, backend.tokenizer
-    prompts = [long_agent(backend).prompt_ids(q) for q in qs]
+    prompts = [agent.prompt_ids(q) for q in qs]
     if backend.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -114,6 +129,7 @@ def run_raw(backend, qs, new_tokens: int, batch_size: int, temperature: float) -
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model directory or hub id; default: a random-weight testbed-size Qwen2")
+    p.add_argument("--testbed", action="store_true", help="the shipped reasoner (long) and base (short) instead")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--n", default="1,8,64,256", help="comma-separated numbers of concurrent episodes")
@@ -126,16 +142,55 @@ def main() -> None:
     p.add_argument("--out", default=None, help="results JSON (default results/throughput-<device>.json)")
     args = p.parse_args()
 
-    model = args.model or random_model_dir(args.hidden, args.layers)
-    backend = TransformersBackend(model, max_batch_size=args.max_batch_size)
-    params = sum(x.numel() for x in backend.model.parameters())
-    run_graph(backend, questions(4, seed=99), args)  # warm-up (kernels, allocator)
+    if args.testbed:  # the shipped pair: reasoner as the long agent, base as the short agent
+        from longshort.training.testbed.checkpoints import checkpoint
+        from longshort.training.testbed.tasks import generate_problems
+
+        long_backend = TransformersBackend(checkpoint("reasoner"), max_batch_size=args.max_batch_size)
+        short_backend = TransformersBackend(checkpoint("base"), max_batch_size=args.max_batch_size)
+
+        def make_questions(n: int, seed: int) -> list[str]:
+            return [p.question for p in generate_problems("test", n, seed=seed)]
+    else:
+        model = args.model or random_model_dir(args.hidden, args.layers)
+        long_backend = short_backend = TransformersBackend(model, max_batch_size=args.max_batch_size)
+        make_questions = questions
+    params = sum(x.numel() for b in _distinct(long_backend, short_backend) for x in b.model.parameters())
+    run_graph(long_backend, short_backend, make_questions(4, 99), args)  # warm-up (kernels, allocator)
     rows = []
     for n in [int(x) for x in args.n.split(",")]:
-        qs = questions(n, args.seed)
-        graph = run_graph(backend, qs, args)
-        per_row = max(1, round(graph["generated_tokens"] / n))
-        raw = run_raw(backend, qs, per_row, args.max_batch_size, args.temperature)
+        qs = make_questions(n, args.seed)
+        graph = run_graph(long_backend, short_backend, qs, args)
+        if long_backend is short_backend:
+            raws = [
+                run_raw(
+                    long_agent(long_backend),
+                    qs,
+                    max(1, round(graph["generated_tokens"] / n)),
+                    args.max_batch_size,
+                    args.temperature,
+                )
+            ]
+        else:  # each model generates its own share of the tokens, one after the other
+            raws = [
+                run_raw(
+                    long_agent(long_backend),
+                    qs,
+                    max(1, round(graph["mean_tokens_long"])),
+                    args.max_batch_size,
+                    args.temperature,
+                ),
+                run_raw(
+                    short_agent(short_backend),
+                    qs,
+                    max(1, round(graph["mean_tokens_short"])),
+                    args.max_batch_size,
+                    args.temperature,
+                ),
+            ]
+        total = sum(r["generated_tokens"] for r in raws)
+        raw = {"wall_s": sum(r["wall_s"] for r in raws), "generated_tokens": total, "parts": raws}
+        raw["tokens_per_s"] = total / raw["wall_s"]
         row = {"n": n, "graph": graph, "raw": raw, "ratio": graph["tokens_per_s"] / raw["tokens_per_s"]}
         rows.append(row)
         print(
@@ -143,7 +198,8 @@ def main() -> None:
             f"{graph['statuses']})  raw {raw['tokens_per_s']:9.0f} tok/s  ratio {row['ratio']:.2f}",
             flush=True,
         )
-    backend.close()
+    for b in _distinct(long_backend, short_backend):
+        b.close()
     device = device_name()
     out = args.out or f"results/throughput-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.json"
     meta = run_metadata(**{k: v for k, v in vars(args).items()}, model_parameters=params)
