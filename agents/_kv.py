@@ -81,3 +81,46 @@ def trim_left(layer, cut: int) -> None:
         layer._vlen -= cut
     else:
         layer.keys, layer.values = layer.keys[:, :, cut:], layer.values[:, :, cut:]
+
+
+class PrefixStore:
+    """The KV of finished requests, keyed by the token ids that produced it (LRU, bounded in tokens).
+
+    A Long⊗Short agent's next view is its last view plus the tokens since, so the KV of its last
+    request covers all but the new tail: prefilling only that tail turns each turn's cost from the
+    whole document into the new part (what vLLM's automatic prefix caching does for its engine).
+    """
+
+    def __init__(self, max_tokens: int) -> None:
+        from collections import OrderedDict
+
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+
+    def put(self, ids: tuple[int, ...], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if not ids or len(ids) > self.max_tokens:
+            return
+        for key in [k for k in self.entries if len(k) <= len(ids) and ids[: len(k)] == k]:
+            self._drop(key)  # a shorter prefix of the same document is now redundant
+        self.entries[ids] = layers
+        self.tokens += len(ids)
+        while self.tokens > self.max_tokens:
+            self._drop(next(iter(self.entries)))
+
+    def longest_prefix(self, prompt: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None:
+        """The longest stored key that is a proper prefix of ``prompt`` (one token must stay to feed)."""
+        best: tuple[int, ...] | None = None
+        n = len(prompt)
+        for key in self.entries:
+            k = len(key)
+            if k < n and (best is None or k > len(best)) and key[-1] == prompt[k - 1] and tuple(prompt[:k]) == key:
+                best = key
+        if best is None:
+            return None
+        self.entries.move_to_end(best)
+        return len(best), self.entries[best]
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        self.tokens -= len(key)
+        del self.entries[key]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from longshort.agents._kv import growing_cache, select_rows, trim_left
+from longshort.agents._kv import PrefixStore, growing_cache, select_rows, trim_left
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult
 from longshort.protocol import clean_text
 
@@ -292,12 +292,15 @@ class TransformersBackend(Backend):
         trust_remote_code: bool = False,
         continuous: bool = True,
         max_prefill_tokens: int = 32768,
+        prefix_cache_tokens: int = 65536,
     ) -> None:
         """Load (or adopt) the model and tokenizer and start the worker.
 
         ``max_prefill_tokens`` caps the padded size (rows × longest prompt) of one prefill forward:
         a burst of long prompts is prefilled in several groups, then merged, instead of one huge
-        padded forward that might not fit in memory.
+        padded forward that might not fit in memory. ``prefix_cache_tokens`` bounds the KV kept from
+        finished requests so that a request extending one (an agent's next turn) prefills only its
+        new tail; 0 turns the prefix cache off.
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -351,6 +354,7 @@ class TransformersBackend(Backend):
         self.continuous = continuous and self._plain_cache
         if continuous and not self._plain_cache:
             logger.warning("TransformersBackend: cache of %s is not plain; continuous admission off", self.model_id)
+        self._prefix = PrefixStore(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_cache else None
 
         eos: set[int] = set()
         for value in (tok.eos_token_id, getattr(loaded.generation_config, "eos_token_id", None)):
@@ -370,6 +374,8 @@ class TransformersBackend(Backend):
                 "decode_steps",
                 "admitted_mid_batch",
                 "max_rows",
+                "prefix_hits",
+                "prefix_tokens_reused",
                 "cancelled",
                 "isolated_retries",
                 "errors",
@@ -645,10 +651,25 @@ class TransformersBackend(Backend):
                     self._run_solo(job)
 
     def _start(self, jobs: list[_Job]) -> _Batch | None:
-        """Prefill ``jobs`` (in groups within ``max_prefill_tokens``) and merge them into one batch."""
+        """Prefill ``jobs`` (in groups within ``max_prefill_tokens``) and merge them into one batch.
+
+        A job whose prompt extends a finished request's tokens starts from that request's KV and
+        prefills only its new tail (on its own: one row, no padding), then joins the batch.
+        """
         if not self._plain_cache:
             return self._prefill_group(jobs)
         batch: _Batch | None = None
+        if self._prefix is not None:
+            misses = []
+            for job in jobs:
+                hit = self._prefix.longest_prefix(job.prompt)
+                if hit is None:
+                    misses.append(job)
+                else:
+                    batch = self._merge(batch, self._prefill_from_prefix(job, *hit))
+            jobs = misses
+            if not jobs:
+                return batch
         group: list[_Job] = []
         for job in sorted(jobs, key=lambda j: len(j.prompt)):  # similar lengths → less padding
             if group and (len(group) + 1) * len(job.prompt) > self.max_prefill_tokens:
@@ -678,6 +699,47 @@ class TransformersBackend(Backend):
             job.reset()
             batch = self._merge(batch, self._prefill_group([job]))
         return batch
+
+    def _prefill_from_prefix(self, job: _Job, n: int, layers: list) -> _Batch | None:
+        """Prefill ``job.prompt[n:]`` on top of the stored KV of ``job.prompt[:n]``."""
+        try:
+            assert self.model is not None
+            cache = growing_cache(self.model.config)
+            for layer, (k, v) in zip(cache.layers, layers, strict=True):
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k.unsqueeze(0), v.unsqueeze(0)
+            dev, long = self.device, torch.long
+            tail = torch.tensor([job.prompt[n:]], dtype=long, device=dev)
+            mask = torch.ones(1, len(job.prompt), dtype=long, device=dev)
+            pos = torch.arange(n, len(job.prompt), dtype=long, device=dev)[None, :]
+            self._stats["prefills"] += 1
+            self._stats["prefix_hits"] += 1
+            self._stats["prefix_tokens_reused"] += n
+            logits = self._forward(tail, mask, pos, cache)
+            return self._advance(self._new_batch([job], cache, mask), logits)
+        except Exception:  # fall back to a full prefill, which isolates a real failure
+            logger.debug("prefix prefill failed; prefilling in full", exc_info=True)
+            self._after_failure()
+            job.reset()
+            return self._prefill_group([job])
+
+    def _remember(self, batch: _Batch, rows: list[int]) -> None:
+        """Keep the KV of finished rows (their fed tokens) for requests that will extend them."""
+        if self._prefix is None:
+            return
+        try:
+            width = batch.mask.shape[1]
+            counts = batch.mask.sum(dim=1).tolist()
+            for row in rows:
+                job, n = batch.jobs[row], int(counts[row])
+                fed = tuple((job.prompt + job.ids)[:n])
+                layers = [
+                    (layer.keys[row, :, width - n :].clone(), layer.values[row, :, width - n :].clone())
+                    for layer in batch.cache.layers
+                ]
+                self._prefix.put(fed, layers)
+        except Exception:  # the cache is an optimisation: never let it fail a request
+            logger.debug("could not keep a finished row's KV", exc_info=True)
 
     def _run_solo(self, job: _Job) -> None:
         """Generate one request alone from scratch (the isolation path after a batched failure)."""
@@ -722,6 +784,11 @@ class TransformersBackend(Backend):
         cache = growing_cache(self.model.config)
         self._stats["prefills"] += 1
         logits = self._forward(ids_t, mask_t, pos_t, cache)
+        return self._new_batch(jobs, cache, mask_t), logits
+
+    def _new_batch(self, jobs: list[_Job], cache: Any, mask_t: torch.Tensor) -> _Batch:
+        """A batch of freshly prefilled rows (their first token is sampled next)."""
+        dev, long = self.device, torch.long
         n_stop = max(1, max(len(j.plan.ids) for j in jobs))
         stop_ids = [list(j.plan.ids) + [-1] * (n_stop - len(j.plan.ids)) for j in jobs]
         batch = _Batch(
@@ -737,7 +804,7 @@ class TransformersBackend(Backend):
             stop_ids=torch.tensor(stop_ids, dtype=long, device=dev),
         )
         batch.refresh()
-        return batch, logits
+        return batch
 
     def _decode_forward(self, batch: _Batch) -> torch.Tensor:
         """Feed every row's pending token (one new mask column), return the next logits."""
@@ -809,6 +876,7 @@ class TransformersBackend(Backend):
         self._stats["generated_tokens"] += len(toks)
         if not done:
             return batch
+        self._remember(batch, list(done))
         for row, reason in done.items():
             self._finish(batch.jobs[row], reason)
         return self._select(batch, [r for r in range(batch.size) if r not in done])

@@ -202,7 +202,7 @@ def _gpqa_items(rows: list[dict[str, Any]], source: str) -> list[BenchmarkItem]:
         if missing:
             raise BenchmarkError(f"{source}: not a GPQA table, missing columns {missing}")
     items = []
-    for number, (row, perm) in enumerate(zip(rows, gpqa_permutations(len(rows))), start=1):
+    for number, (row, perm) in enumerate(zip(rows, gpqa_permutations(len(rows)), strict=True), start=1):
         row_id = _text(row.get("Record ID")) if not _blank(row.get("Record ID")) else f"gpqa-{number - 1:03d}"
         empty = [c for c in GPQA_COLUMNS if _blank(row.get(c))]
         if empty:
@@ -210,7 +210,7 @@ def _gpqa_items(rows: list[dict[str, Any]], source: str) -> list[BenchmarkItem]:
         options = [_text(row[c]) for c in GPQA_COLUMNS[1:]]
         shuffled = [options[i] for i in perm]
         answer = LETTERS[perm.index(0)]
-        body = "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, shuffled))
+        body = "\n".join(f"{letter}) {option}" for letter, option in zip(LETTERS, shuffled, strict=True))
         problem = f"{_text(row['Question'])}\n\n{body}"
         items.append(BenchmarkItem(id=row_id, benchmark="gpqa", problem=problem, answer=answer, choices=LETTERS))
     return items

@@ -61,7 +61,12 @@ def _plain_int(text: str) -> int | None:
 
 
 def _as_latex(text: str, *, boxed: bool) -> str:
-    """Give math-verify a delimiter it recognises unless the text already has one."""
+    """Give math-verify a delimiter it recognises unless the text already has one.
+
+    An escaped dollar (``\\$18.90``, MATH500's currency answers) is a unit, not a math delimiter:
+    it is dropped first, else math-verify reads the gold as unparsable.
+    """
+    text = text.replace("\\$", "")
     if "\\boxed" in text or "$" in text or "\\(" in text or "\\[" in text:
         return text
     return f"\\boxed{{{text}}}" if boxed else f"${text}$"

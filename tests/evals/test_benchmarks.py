@@ -25,8 +25,8 @@ from longshort.evals.benchmarks import (
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "gpqa_fixture.csv"
 COUNTS = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40}
-#: Gold answers math-verify cannot read (dollar amounts ``\$…``): see test_dollar_golds_parse.
-KNOWN_UNPARSABLE = {"math500-242", "math500-459", "math500-488"}
+#: Dollar-amount golds (``\$18.90``): math-verify read them as unparsable until grading dropped ``\$``.
+DOLLAR_GOLDS = {"math500-242", "math500-459", "math500-488"}
 
 needs_data = pytest.mark.skipif(
     not DATA.is_dir(), reason=f"local benchmark copies not found at {DATA} (shared/ must sit beside the repo)"
@@ -53,8 +53,6 @@ def test_every_gold_answer_parses_with_math_verify() -> None:
     failures = []
     for name in COUNTS:
         for item in load_benchmark(name, data=DATA / f"{name}.jsonl"):
-            if item.id in KNOWN_UNPARSABLE:
-                continue
             verdict = grade_answer(item.answer, item.answer)
             if not verdict.correct:
                 failures.append(f"{item.id}: {item.answer!r} ({verdict.reason})")
@@ -62,10 +60,9 @@ def test_every_gold_answer_parses_with_math_verify() -> None:
 
 
 @needs_data
-@pytest.mark.xfail(strict=True, reason="math-verify cannot parse dollar golds such as '\\$18.90' (unparsable_gold)")
 def test_dollar_golds_parse() -> None:
     items = {i.id: i for i in load_benchmark("math500", data=DATA / "math500.jsonl")}
-    failing = [i for i in sorted(KNOWN_UNPARSABLE) if not grade_answer(items[i].answer, items[i].answer).correct]
+    failing = [i for i in sorted(DOLLAR_GOLDS) if not grade_answer(items[i].answer, items[i].answer).correct]
     assert not failing, f"still unparsable: {[items[i].answer for i in failing]}"
 
 
@@ -89,21 +86,21 @@ def test_gpqa_fixture_letters_follow_the_permutation_convention() -> None:
     items = load_benchmark("gpqa", data=FIXTURE)
     assert len(items) == len(rows) == 6
     rng = random.Random(0)  # the PROVENANCE convention, reproduced independently
-    for row, item in zip(rows, items):
+    for row, item in zip(rows, items, strict=True):
         perm = rng.sample(range(4), 4)
         options = [row["Correct Answer"], *(row[f"Incorrect Answer {k}"] for k in (1, 2, 3))]
         shuffled = [options[i] for i in perm]
         assert item.id == row["Record ID"]
         assert item.benchmark == "gpqa" and item.choices == "ABCD"
         assert item.answer == LETTERS[perm.index(0)]
-        expected = row["Question"] + "\n\n" + "\n".join(f"{c}) {o}" for c, o in zip(LETTERS, shuffled))
+        expected = row["Question"] + "\n\n" + "\n".join(f"{c}) {o}" for c, o in zip(LETTERS, shuffled, strict=True))
         assert item.problem == expected
     rng = random.Random(0)
     assert gpqa_permutations(6) == [rng.sample(range(4), 4) for _ in range(6)]
 
 
 def test_gpqa_correct_text_sits_under_the_answer_letter() -> None:
-    for row, item in zip(_fixture_rows(), load_benchmark("gpqa", data=FIXTURE)):
+    for row, item in zip(_fixture_rows(), load_benchmark("gpqa", data=FIXTURE), strict=True):
         lines = dict(line.split(") ", 1) for line in item.problem.split("\n\n", 1)[1].splitlines())
         assert list(lines) == list(LETTERS)
         assert lines[item.answer] == row["Correct Answer"]  # numeric-looking options ("+3", "0.10") stay text
