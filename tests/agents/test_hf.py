@@ -469,3 +469,22 @@ def test_abandoned_backend_is_collected(tiny_qwen_dir: Path) -> None:
     gc.collect()
     worker.join(5)
     assert not worker.is_alive()
+
+
+def test_prefix_cache_reuses_a_finished_request_and_changes_nothing(tiny_qwen_dir):
+    """A request that extends a finished one prefills only its tail, with the same greedy output."""
+    cached = TransformersBackend(tiny_qwen_dir, device="cpu")
+    plain = TransformersBackend(tiny_qwen_dir, device="cpu", prefix_cache_tokens=0)
+    try:
+        prompt = list(range(5, 45))
+        first = cached.generate([GenerationRequest(prompt_ids=prompt, max_new_tokens=12)])[0]
+        follow = prompt + first.token_ids + [7, 8, 9]  # the next turn: old view + what came since
+        request = GenerationRequest(prompt_ids=follow, max_new_tokens=12)
+        reused = cached.generate([request])[0]
+        assert cached.stats["prefix_hits"] == 1
+        assert cached.stats["prefix_tokens_reused"] >= len(prompt) + len(first.token_ids) - 1
+        assert reused.token_ids == plain.generate([request])[0].token_ids
+        assert plain.stats["prefix_hits"] == 0
+    finally:
+        cached.close()
+        plain.close()

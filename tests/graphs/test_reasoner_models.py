@@ -39,7 +39,10 @@ def test_local_backend_runs_the_protocol_and_views_only_grow(hf_backend, monkeyp
     views = _record_views(hf_backend, monkeypatch)
     graph = build_reasoner(long_agent(hf_backend), short_agent(hf_backend), max_tokens_per_turn=40)
     question = PROTOCOL_EPISODES[1][0]
+    hits = hf_backend.stats["prefix_hits"]
     ep = episode_from_state(asyncio.run(graph.ainvoke({"question": question})))
+    # turns 3 and 4 extend each agent's previous view: only their new tails were prefilled
+    assert hf_backend.stats["prefix_hits"] - hits >= 2
     assert (ep.answer, len(ep.turns)) == EXPECTED[1]
     assert [t.kind for t in ep.turns] == ["think", "rethink", "think", "answer"]
     # the views alternate long, short, long, short; each agent's next view extends its last one
