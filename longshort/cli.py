@@ -125,6 +125,99 @@ def demo(
     console.print(f"wrote {out / 'demo.json'}, {out / 'episodes.jsonl'}, {out / 'demo.png'}")
 
 
+@app.command()
+def grade(
+    data: Path = typer.Option(
+        ..., "--data", help="Benchmark file (JSONL/CSV), e.g. shared/data/benchmarks/math500.jsonl."
+    ),
+    responses: Path = typer.Option(..., "--responses", help='JSONL of {"id": ..., "response": ...}.'),
+    benchmark: str = typer.Option(None, "--benchmark", help="Default: the data file's stem (math500, gpqa, ...)."),
+    out: Path = typer.Option(Path("graded"), "--out", help="Writes results.json here."),
+) -> None:
+    """Grade responses produced elsewhere against a benchmark (math: last \\boxed{}; gpqa: a letter)."""
+    from longshort.evals.grade_file import grade_file
+
+    try:
+        result = grade_file(data, responses, benchmark=benchmark, out=out)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    acc = result["accuracy"]
+    console.print(
+        f"{result['benchmark']}: accuracy {'—' if acc is None else f'{100 * acc:.1f}%'} on {result['n']} problems "
+        f"({result['n_missing']} without a response); wrote {out / 'results.json'}"
+    )
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command("eval")
+def eval_(
+    benchmark: str = typer.Option(..., "--benchmark", help="Comma-separated: math500,aime24,aime25,amc23,gpqa."),
+    system: str = typer.Option("longshort,long-only,short-only", "--system", help="longshort, long-only, short-only."),
+    long_model: str = typer.Option(None, "--long-model", help="Default: the shipped testbed reasoner."),
+    short_model: str = typer.Option(None, "--short-model", help="Default: the shipped testbed base."),
+    backend: BackendName = typer.Option(BackendName.hf, "--backend"),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY"),
+    timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),
+    device: str = typer.Option(None, "--device", help="For --backend hf: cpu or cuda."),
+    data: Path = typer.Option(None, "--data", help="Local file for a single --benchmark (else the Hub)."),
+    limit: int = typer.Option(None, "--limit", min=0, help="First N problems of each benchmark."),
+    k: int = typer.Option(1, "-k", "--k", min=1, help="Samples per problem (Pass@1 = mean over them)."),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; k > 1 needs > 0."),
+    max_turns: int = typer.Option(8, min=1),
+    max_tokens_per_turn: int = typer.Option(1024, min=1),
+    max_total_tokens: int = typer.Option(4096, min=1, help="Also the solo systems' one-turn budget."),
+    batch_size: int = typer.Option(32, min=1, help="Problems per batch sent to the backend."),
+    out: Path = typer.Option(Path("results/eval"), "--out", help="items.jsonl, run.json, results.{json,md,png}."),
+    baseline: str = typer.Option(None, "--baseline", help="AES reference system (default long-only if run)."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Evaluate systems on benchmarks: resumable (re-run the same command), Table 2 style results."""
+    from longshort.errors import LongShortError
+    from longshort.evals.runner import EvalConfig, run_eval
+
+    if long_model is None or short_model is None:
+        if backend is not BackendName.hf:
+            _fail("--backend openai/vllm needs --long-model and --short-model (served names or paths)")
+        from longshort.training.testbed.checkpoints import checkpoint as default_model
+
+        long_model = long_model or str(default_model("reasoner"))
+        short_model = short_model or str(default_model("base"))
+    cfg = EvalConfig(
+        benchmarks=_csv(benchmark),
+        systems=_csv(system),
+        long_model=long_model,
+        short_model=short_model,
+        out=out,
+        backend=backend.value,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        device=device,
+        data=data,
+        limit=limit,
+        k=k,
+        temperature=temperature,
+        max_turns=max_turns,
+        max_tokens_per_turn=max_tokens_per_turn,
+        max_total_tokens=max_total_tokens,
+        batch_size=batch_size,
+        baseline=baseline,
+    )
+    try:
+        run_eval(cfg, progress=not no_progress, say=lambda m: console.print(f"[dim]{m}[/]"))
+    except (ValueError, FileNotFoundError, ImportError, OSError, LongShortError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: finished items are in {out / 'items.jsonl'}; re-run to resume[/]")
+        raise typer.Exit(130) from None
+    Console().print((out / "results.md").read_text(encoding="utf-8"))
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+
+
 testbed_app = typer.Typer(no_args_is_help=True, help="The testbed: train its small models, rebuild the shipped assets.")
 app.add_typer(testbed_app, name="testbed")
 

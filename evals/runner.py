@@ -1,0 +1,428 @@
+"""``longshort eval``: benchmarks × systems × k samples, resumable, graded, tabled like the paper.
+
+Long runs get killed (preemption, OOM, a closed laptop), so every finished (benchmark, system,
+problem, sample) is appended to ``OUT/items.jsonl`` and flushed at once; a re-run of the same
+command reads that file and only generates what is missing. ``OUT/run.json`` holds the config
+(models, k, temperature, token caps, benchmark hashes): results of two configs never mix in one
+directory. The summary files (``results.json``/``.md``/``.png``) are rewritten at the end of each
+run from everything in ``items.jsonl`` that the current selection covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longshort._async import run_sync
+from longshort.evals import systems
+from longshort.evals.benchmarks import BenchmarkItem, benchmark_hash, load_benchmark
+from longshort.evals.grade_file import grade_extracted
+from longshort.evals.report import well_formed
+from longshort.provenance import run_metadata, write_json_atomic
+from longshort.trace import Episode
+
+SYSTEMS = ("longshort", "long-only", "short-only")
+DEFAULT_BASELINE = "long-only"
+ETA = 1.0
+SIGMA_UP, SIGMA_DOWN = 3.0, -5.0
+
+
+class EvalError(ValueError):
+    """A bad request or an inconsistent output directory; the message says what to change."""
+
+
+def aes(acc: float, tokens: float, acc_base: float, tokens_base: float) -> float | None:
+    """Accuracy-Efficiency Score (PAPER.md §7) of (acc, tokens) against a baseline.
+
+    AES = η·(L_base − L)/L_base + ς·|(Acc − Acc_base)/Acc_base|, η = 1, ς = 3 if Acc ≥ Acc_base
+    else −5: saving tokens is rewarded, losing accuracy punished harder than gaining it is rewarded.
+    The score is undefined (``None``) when the baseline has accuracy 0 or uses 0 tokens: the
+    relative change would divide by zero, and any finite stand-in would rank systems arbitrarily.
+    """
+    if acc_base == 0 or tokens_base == 0:
+        return None
+    sigma = SIGMA_UP if acc >= acc_base else SIGMA_DOWN
+    return ETA * (tokens_base - tokens) / tokens_base + sigma * abs((acc - acc_base) / acc_base)
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides what ``longshort eval`` computes (and its output directory)."""
+
+    benchmarks: list[str]
+    systems: list[str]
+    long_model: str
+    short_model: str
+    out: Path
+    backend: str = "hf"
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float = 60.0
+    device: str | None = None
+    data: Path | None = None
+    limit: int | None = None
+    k: int = 1
+    temperature: float = 0.0
+    max_turns: int = 8
+    max_tokens_per_turn: int = 1024
+    max_total_tokens: int = 4096
+    batch_size: int = 32
+    baseline: str | None = field(default=None)
+
+    def validate(self) -> None:
+        """Reject requests that would silently compute something other than what was asked."""
+        bad = [s for s in self.systems if s not in SYSTEMS]
+        if bad or not self.systems:
+            raise EvalError(f"unknown system(s) {bad}; choose from {', '.join(SYSTEMS)}")
+        if not self.benchmarks:
+            raise EvalError("no benchmark given (--benchmark math500,aime24)")
+        if len(set(self.systems)) != len(self.systems) or len(set(self.benchmarks)) != len(self.benchmarks):
+            raise EvalError("a benchmark or system is listed twice")
+        if self.data is not None and len(self.benchmarks) != 1:
+            raise EvalError("--data names one file, so it needs exactly one --benchmark")
+        if self.k < 1:
+            raise EvalError(f"-k must be >= 1, got {self.k}")
+        if self.k > 1 and self.temperature <= 0:
+            raise EvalError(
+                f"-k {self.k} samples with --temperature 0 would be {self.k} identical copies; "
+                "set --temperature > 0 (e.g. 0.6)"
+            )
+        if self.baseline is not None and self.baseline not in self.systems:
+            raise EvalError(f"--baseline {self.baseline!r} is not among --system {','.join(self.systems)}")
+        if self.batch_size < 1:
+            raise EvalError(f"--batch-size must be >= 1, got {self.batch_size}")
+
+    def fingerprint(self, hashes: dict[str, str]) -> dict[str, Any]:
+        """What must match for two runs to share an ``items.jsonl`` (systems and limit may differ)."""
+        return {
+            "long_model": self.long_model,
+            "short_model": self.short_model,
+            "backend": self.backend,
+            "k": self.k,
+            "temperature": self.temperature,
+            "max_turns": self.max_turns,
+            "max_tokens_per_turn": self.max_tokens_per_turn,
+            "max_total_tokens": self.max_total_tokens,
+            "benchmarks": hashes,
+        }
+
+
+def config_hash(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+Key = tuple[str, str, str, int]
+
+
+def read_items(path: Path) -> dict[Key, dict[str, Any]]:
+    """Finished records by (benchmark, system, id, sample); a torn last line is cut off the file.
+
+    A run killed mid-write leaves a last line without its newline: it is dropped (and truncated
+    away so the next append starts on a fresh line). A bad line anywhere else is corruption, not
+    an interruption, and is an error.
+    """
+    if not path.exists():
+        return {}
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    done: dict[Key, dict[str, Any]] = {}
+    offset = 0
+    for number, line in enumerate(lines, start=1):
+        last = number == len(lines)
+        if line.strip():
+            try:
+                row = json.loads(line)
+                key = (row["benchmark"], row["system"], row["id"], int(row["sample"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                if last or (number == len(lines) - 1 and not lines[-1]):
+                    with path.open("r+b") as f:
+                        f.truncate(offset)
+                    break
+                raise EvalError(f"{path}: line {number} is not a valid record; fix or remove it") from None
+            if last:  # complete JSON but no newline: keep it, and give the file its newline
+                with path.open("ab") as f:
+                    f.write(b"\n")
+            done[key] = row
+        offset += len(line) + 1
+    return done
+
+
+def check_run_json(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to mix configs in one directory; record ours (benchmark hashes accumulate)."""
+    path = out / "run.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+        diff = [k for k in fingerprint if k != "benchmarks" and old.get(k) != fingerprint[k]]
+        diff += [
+            f"benchmark {name} (data changed)"
+            for name, h in fingerprint["benchmarks"].items()
+            if name in old.get("benchmarks", {}) and old["benchmarks"][name] != h
+        ]
+        if diff:
+            raise EvalError(
+                f"{out} holds results of a different config ({', '.join(diff)} differ: "
+                f"{ {k: old.get(k) for k in diff if k in old} } there); use another --out"
+            )
+        fingerprint = {**fingerprint, "benchmarks": {**old.get("benchmarks", {}), **fingerprint["benchmarks"]}}
+    write_json_atomic({"config_hash": config_hash(fingerprint), "fingerprint": fingerprint}, path)
+
+
+def record(item: BenchmarkItem, system: str, sample: int, episode: Episode) -> dict[str, Any]:
+    """One line of items.jsonl: the Episode's outcome and its verdict (not its full transcript)."""
+    text = episode.turns[-1].text if episode.turns else None
+    t = episode.tokens
+    return {
+        "benchmark": item.benchmark,
+        "system": system,
+        "id": item.id,
+        "sample": sample,
+        "episode_id": episode.id,
+        "answer": episode.answer,
+        "status": episode.status,
+        "error": episode.error,
+        "turns": len(episode.turns),
+        "tokens": {"long": t.long, "short": t.short, "total": t.total},
+        "well_formed": well_formed(episode),
+        **grade_extracted(item, episode.answer, text),
+    }
+
+
+def _mean_of(rs: Sequence[dict[str, Any]]) -> Callable[[Callable[[dict[str, Any]], float]], float | None]:
+    """``mean(f)`` over ``rs`` (``None`` when there is nothing to average)."""
+    return lambda f: sum(f(r) for r in rs) / len(rs) if rs else None
+
+
+def summarize_rows(records: Sequence[dict[str, Any]], cfg: EvalConfig, n_items: dict[str, int]) -> list[dict]:
+    """One row per (benchmark, system): Pass@1 = mean correctness over problems × k samples."""
+    rows = []
+    for bench in cfg.benchmarks:
+        for system in cfg.systems:
+            rs = [r for r in records if r["benchmark"] == bench and r["system"] == system]
+            mean = _mean_of(rs)
+            rows.append(
+                {
+                    "benchmark": bench,
+                    "system": system,
+                    "pass_at_1": mean(lambda r: r["correct"]),
+                    "mean_tokens": mean(lambda r: r["tokens"]["total"]),
+                    "mean_tokens_long": mean(lambda r: r["tokens"]["long"]),
+                    "mean_tokens_short": mean(lambda r: r["tokens"]["short"]),
+                    "well_formed": mean(lambda r: r["well_formed"]),
+                    "aes": None,
+                    "n": n_items[bench],
+                    "k": cfg.k,
+                }
+            )
+    if cfg.baseline:
+        for row in rows:
+            base = next(r for r in rows if r["benchmark"] == row["benchmark"] and r["system"] == cfg.baseline)
+            if row["pass_at_1"] is not None and base["pass_at_1"] is not None:
+                row["aes"] = aes(row["pass_at_1"], row["mean_tokens"], base["pass_at_1"], base["mean_tokens"])
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(rows: list[dict], cfg: EvalConfig) -> str:
+    """Table 2's shape: systems as rows, per-benchmark Pass@1 and tokens, then averages and AES.
+
+    The average AES is computed from the average Pass@1 and tokens (as the paper's last columns).
+    """
+    head = ["System"] + [f"{b} Pass@1" for b in cfg.benchmarks] + [f"{b} tokens" for b in cfg.benchmarks]
+    head += ["Avg Pass@1", "Avg tokens", "AES"]
+    avg: dict[str, tuple[float, float] | None] = {}
+    for system in cfg.systems:
+        rs = [r for r in rows if r["system"] == system and r["pass_at_1"] is not None]
+        avg[system] = (
+            (sum(r["pass_at_1"] for r in rs) / len(rs), sum(r["mean_tokens"] for r in rs) / len(rs)) if rs else None
+        )
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for system in cfg.systems:
+        by = {r["benchmark"]: r for r in rows if r["system"] == system}
+        cells = [system] + [_pct(by[b]["pass_at_1"]) for b in cfg.benchmarks]
+        cells += ["—" if by[b]["mean_tokens"] is None else f"{by[b]['mean_tokens']:,.0f}" for b in cfg.benchmarks]
+        a, base = avg[system], avg.get(cfg.baseline) if cfg.baseline else None
+        score = aes(a[0], a[1], base[0], base[1]) if a and base else None
+        cells += [_pct(a[0]) if a else "—", f"{a[1]:,.0f}" if a else "—", "—" if score is None else f"{score:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    k = f", k = {cfg.k} samples (T = {cfg.temperature})" if cfg.k > 1 else ""
+    note = f"\nPass@1 in %, tokens = mean generated tokens per problem{k}; AES vs {cfg.baseline or 'none'}.\n"
+    return "\n".join(lines) + "\n" + note
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Accuracy vs tokens, one marker per (system, benchmark)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    markers = "osD^v<>"
+    benches = sorted({r["benchmark"] for r in rows})
+    systems_ = list(dict.fromkeys(r["system"] for r in rows))
+    for row in rows:
+        if row["pass_at_1"] is None:
+            continue
+        color = f"C{systems_.index(row['system'])}"
+        ax.scatter(
+            max(row["mean_tokens"], 1),
+            100 * row["pass_at_1"],
+            color=color,
+            marker=markers[benches.index(row["benchmark"]) % len(markers)],
+            s=50,
+        )
+        ax.annotate(
+            f"{row['system']} ({row['benchmark']})",
+            (max(row["mean_tokens"], 1), 100 * row["pass_at_1"]),
+            textcoords="offset points",
+            xytext=(5, 3),
+            fontsize=7,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("mean generated tokens per problem (log)")
+    ax.set_ylabel("Pass@1 (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("Accuracy vs tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def _load_agents(cfg: EvalConfig, needed: set[str]):
+    """Only the models the pending work needs (a finished resume loads none)."""
+    from longshort.agents.loading import load_backend
+    from longshort.agents.roles import Agent
+
+    kwargs: dict[str, Any] = {"base_url": cfg.base_url, "api_key": cfg.api_key}
+    if cfg.backend == "hf":
+        kwargs = {"device": cfg.device}
+    elif cfg.backend == "openai":
+        kwargs["timeout"] = cfg.timeout
+    else:
+        kwargs = {}
+    backends: dict[str, Any] = {}
+    for role, model in (("long", cfg.long_model), ("short", cfg.short_model)):
+        if role in needed and model not in backends:
+            backends[model] = load_backend(cfg.backend, model, **kwargs)
+    long = Agent("long", backends[cfg.long_model], temperature=cfg.temperature) if "long" in needed else None
+    short = Agent("short", backends[cfg.short_model], temperature=cfg.temperature) if "short" in needed else None
+    return long, short, list(backends.values())
+
+
+async def _run_system(system: str, long, short, items: list[BenchmarkItem], cfg: EvalConfig, seed: int | None):
+    questions, refs = [i.problem for i in items], [i.answer for i in items]
+    if system == "longshort":
+        return await systems.run_longshort(
+            long,
+            short,
+            questions,
+            references=refs,
+            max_turns=cfg.max_turns,
+            max_tokens_per_turn=cfg.max_tokens_per_turn,
+            max_total_tokens=cfg.max_total_tokens,
+        )
+    agent = long if system == "long-only" else short
+    # A solo system gets the whole episode budget in its one turn: same cap as Long⊗Short in total.
+    return await systems.run_solo(agent, questions, references=refs, max_new_tokens=cfg.max_total_tokens, seed=seed)
+
+
+def run_eval(cfg: EvalConfig, *, progress: bool = True, say: Callable[[str], None] | None = None) -> dict:
+    """Run what is missing in ``cfg.out``, then write results.json/.md/.png from all records."""
+    say = say or (lambda msg: None)
+    if cfg.baseline is None and DEFAULT_BASELINE in cfg.systems:
+        cfg.baseline = DEFAULT_BASELINE
+    cfg.validate()
+    out = Path(cfg.out)
+    selected: dict[str, list[BenchmarkItem]] = {}
+    hashes: dict[str, str] = {}
+    for bench in cfg.benchmarks:
+        full = load_benchmark(bench, data=cfg.data)  # hash the whole set: a larger --limit can resume
+        hashes[bench] = benchmark_hash(full)
+        selected[bench] = full if cfg.limit is None else full[: cfg.limit]
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_json(out, cfg.fingerprint(hashes))
+    items_path = out / "items.jsonl"
+    done = read_items(items_path)
+
+    todo: list[tuple[str, list[BenchmarkItem]]] = []  # (benchmark, batch of problems with any work left)
+    for bench, items in selected.items():
+        pending = [i for i in items if any((bench, s, i.id, j) not in done for s in cfg.systems for j in range(cfg.k))]
+        todo += [(bench, pending[b : b + cfg.batch_size]) for b in range(0, len(pending), cfg.batch_size)]
+    needed = set()
+    for bench, batch in todo:
+        for s in cfg.systems:
+            if any((bench, s, i.id, j) not in done for i in batch for j in range(cfg.k)):
+                needed |= {"long", "short"} if s == "longshort" else {"long" if s == "long-only" else "short"}
+    total = sum(len(b) for _, b in todo)
+    if total:
+        say(f"{total} problem(s) to run, {len(done)} record(s) already in {items_path}")
+        long, short, backends = _load_agents(cfg, needed)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="problem", disable=not progress, desc="eval")
+        try:
+            with items_path.open("a", encoding="utf-8") as sink:
+                for bench, batch in todo:
+                    bar.set_postfix_str(bench)
+
+                    async def one(system: str, sample: int, batch=batch, bench=bench) -> None:
+                        work = [i for i in batch if (bench, system, i.id, sample) not in done]
+                        if not work:
+                            return
+                        seed = sample if cfg.temperature > 0 else None
+                        episodes = await _run_system(system, long, short, work, cfg, seed)
+                        for item, episode in zip(work, episodes, strict=True):
+                            row = record(item, system, sample, episode)
+                            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                            done[(bench, system, item.id, sample)] = row
+                        sink.flush()
+                        os.fsync(sink.fileno())
+
+                    async def all_of_batch() -> None:
+                        await asyncio.gather(*(one(s, j) for s in cfg.systems for j in range(cfg.k)))
+
+                    run_sync(all_of_batch())
+                    bar.update(len(batch))
+        finally:
+            bar.close()
+            for backend in backends:
+                backend.close()
+
+    wanted = [
+        done[(bench, s, i.id, j)]
+        for bench, items in selected.items()
+        for s in cfg.systems
+        for i in items
+        for j in range(cfg.k)
+    ]
+    rows = summarize_rows(wanted, cfg, {b: len(v) for b, v in selected.items()})
+    fingerprint = cfg.fingerprint(hashes)
+    result = {
+        "rows": rows,
+        "items": wanted,
+        "baseline": cfg.baseline,
+        "config_hash": config_hash(fingerprint),
+        **run_metadata(
+            **fingerprint,
+            systems=cfg.systems,
+            limit=cfg.limit,
+            data=str(cfg.data) if cfg.data else None,
+            baseline=cfg.baseline,
+        ),
+    }
+    plot(rows, out / "results.png.tmp")
+    os.replace(out / "results.png.tmp", out / "results.png")
+    tmp = out / "results.md.tmp"
+    tmp.write_text(markdown_table(rows, cfg), encoding="utf-8")
+    tmp.replace(out / "results.md")
+    write_json_atomic(result, out / "results.json")  # last: its presence marks a finished summary
+    return result

@@ -1,0 +1,163 @@
+"""``longshort eval``: the results contract, AES, resume without recomputation, config guards."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from longshort.cli import app
+from longshort.evals import runner
+from longshort.evals.runner import aes
+
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "data" / "benchmarks"
+needs_data = pytest.mark.skipif(not (BENCH / "math500.jsonl").exists(), reason="no local benchmark copies")
+
+
+def test_aes_hand_computed():
+    # Same accuracy, half the tokens: 1 * (1000 - 500) / 1000 + 3 * 0 = 0.5.
+    assert aes(0.5, 500, 0.5, 1000) == pytest.approx(0.5)
+    # Accuracy up 0.4 -> 0.5 (+25 %), tokens 1000 -> 800: 0.2 + 3 * 0.25 = 0.95.
+    assert aes(0.5, 800, 0.4, 1000) == pytest.approx(0.95)
+    # Accuracy down 0.5 -> 0.4 (-20 %), tokens 1000 -> 500: 0.5 - 5 * 0.2 = -0.5.
+    assert aes(0.4, 500, 0.5, 1000) == pytest.approx(-0.5)
+    # More tokens than the baseline is a negative efficiency term: (1000 - 1500) / 1000 = -0.5.
+    assert aes(0.5, 1500, 0.5, 1000) == pytest.approx(-0.5)
+    assert aes(0.5, 1000, 0.5, 1000) == 0
+    # Baseline accuracy 0 (or no tokens): the relative change is undefined -> None.
+    assert aes(0.3, 100, 0.0, 1000) is None
+    assert aes(0.3, 100, 0.5, 0) is None
+
+
+def _cmd(out, *extra):
+    return [
+        "eval", "--benchmark", "math500", "--data", str(BENCH / "math500.jsonl"), "--limit", "2",
+        "--system", "short-only,longshort", "--max-tokens-per-turn", "64", "--max-total-tokens", "128",
+        "--out", str(out), "--no-progress", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    result = CliRunner().invoke(app, _cmd(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@needs_data
+def test_results_contract(first_run):
+    out = first_run
+    data = json.loads((out / "results.json").read_text())
+    keys = {"benchmark", "system", "pass_at_1", "mean_tokens", "mean_tokens_long", "mean_tokens_short",
+            "well_formed", "aes", "n", "k"}  # fmt: skip
+    assert [(r["benchmark"], r["system"]) for r in data["rows"]] == [
+        ("math500", "short-only"),
+        ("math500", "longshort"),
+    ]
+    for row in data["rows"]:
+        assert set(row) == keys and row["n"] == 2 and row["k"] == 1
+        assert 0 <= row["pass_at_1"] <= 1 and row["aes"] is None  # no long-only -> no baseline
+        assert row["mean_tokens"] == pytest.approx(row["mean_tokens_long"] + row["mean_tokens_short"])
+        assert row["mean_tokens"] <= 128
+    short = data["rows"][0]
+    assert short["mean_tokens_long"] == 0
+    assert len(data["items"]) == 4 and {i["id"] for i in data["items"]} == {"math500-000", "math500-001"}
+    for item in data["items"]:
+        assert {"status", "answer", "tokens", "correct", "extracted", "reason", "episode_id", "sample"} <= set(item)
+    assert data["config"]["max_total_tokens"] == 128 and data["config_hash"]
+    lines = (out / "items.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    run = json.loads((out / "run.json").read_text())
+    assert run["config_hash"] == data["config_hash"]
+    md = (out / "results.md").read_text()
+    assert "| short-only |" in md and "| longshort |" in md and "math500 Pass@1" in md
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_data
+def test_resume_does_not_recompute(first_run, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(first_run, out)
+    before = json.loads((out / "results.json").read_text())
+
+    def boom(*a, **k):
+        raise AssertionError("generation called for finished items")
+
+    monkeypatch.setattr(runner.systems, "run_solo", boom)
+    monkeypatch.setattr(runner.systems, "run_longshort", boom)
+    monkeypatch.setattr(runner, "_load_agents", boom)
+    result = CliRunner().invoke(app, _cmd(out))
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "results.json").read_text())
+    assert after["rows"] == before["rows"] and after["items"] == before["items"]
+    assert len((out / "items.jsonl").read_text().splitlines()) == 4
+
+
+@needs_data
+def test_truncated_last_line_is_rerun(first_run, tmp_path, monkeypatch):
+    import shutil
+
+    out = tmp_path / "torn"
+    shutil.copytree(first_run, out)
+    lines = (out / "items.jsonl").read_text().splitlines(keepends=True)
+    torn = json.loads(lines[-1])
+    (out / "items.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40])  # killed mid-write
+    calls = []
+    real = runner.systems.run_longshort
+
+    async def spy(long, short, questions, **kw):
+        calls.append(list(questions))
+        return await real(long, short, questions, **kw)
+
+    monkeypatch.setattr(runner.systems, "run_longshort", spy)
+    result = CliRunner().invoke(app, _cmd(out))
+    assert result.exit_code == 0, result.output
+    assert torn["system"] == "longshort" and len(calls) == 1 and len(calls[0]) == 1  # only the torn one
+    rows = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    assert {(r["system"], r["id"]) for r in rows} == {(i["system"], i["id"]) for i in map(json.loads, lines)}
+
+
+@needs_data
+def test_changed_config_in_same_dir_is_an_error(first_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(first_run, out)
+    result = CliRunner().invoke(app, [*_cmd(out), "--max-total-tokens", "256"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "different config" in said and "max_total_tokens" in said
+
+
+def test_bad_requests_are_clear_errors(tmp_path):
+    r = CliRunner().invoke(app, ["eval", "--benchmark", "math500", "-k", "4", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--temperature > 0" in r.output
+    r = CliRunner().invoke(app, ["eval", "--benchmark", "math500,aime24", "--data", "x.jsonl", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "exactly one --benchmark" in r.output
+    r = CliRunner().invoke(app, ["eval", "--benchmark", "math500", "--system", "both", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown system" in r.output
+    r = CliRunner().invoke(
+        app,
+        ["eval", "--benchmark", "math500", "--system", "short-only", "--baseline", "long-only", "--out", str(tmp_path)],
+    )
+    assert r.exit_code == 2 and "--baseline" in r.output
+
+
+def test_summary_rows_use_the_baseline():
+    cfg = runner.EvalConfig(
+        benchmarks=["b"], systems=["long-only", "longshort"], long_model="L", short_model="S", out=Path("."),
+        baseline="long-only",
+    )  # fmt: skip
+
+    def rec(system, correct, total):
+        return {"benchmark": "b", "system": system, "correct": correct, "well_formed": True,
+                "tokens": {"long": total, "short": 0, "total": total}}  # fmt: skip
+
+    records = [rec("long-only", True, 1000), rec("long-only", False, 1000), rec("longshort", True, 500),
+               rec("longshort", False, 500)]  # fmt: skip
+    rows = runner.summarize_rows(records, cfg, {"b": 2})
+    assert rows[0]["aes"] == 0 and rows[1]["aes"] == pytest.approx(0.5) and rows[1]["pass_at_1"] == 0.5
+    assert "| longshort | 50.0 |" in runner.markdown_table(rows, cfg)
