@@ -94,10 +94,26 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
+#: The testbed's held-out test split (generated, offline): ``--limit`` problems, 500 by default.
+TESTBED = "testbed"
+TESTBED_DEFAULT_N = 500
+
+
 def _spec(name: str) -> BenchmarkSpec:
     if name not in BENCHMARKS:
-        raise BenchmarkError(f"unknown benchmark {name!r}; valid names: {', '.join(sorted(BENCHMARKS))}")
+        valid = ", ".join(sorted([*BENCHMARKS, TESTBED]))
+        raise BenchmarkError(f"unknown benchmark {name!r}; valid names: {valid}")
     return BENCHMARKS[name]
+
+
+def _testbed_items(limit: int | None) -> list[BenchmarkItem]:
+    from longshort.training.testbed.tasks import generate_problems
+
+    n = TESTBED_DEFAULT_N if limit is None else limit
+    return [
+        BenchmarkItem(id=p.id, benchmark=TESTBED, problem=p.question, answer=p.answer)
+        for p in generate_problems("test", n, seed=0)
+    ]
 
 
 def _blank(value: Any) -> bool:
@@ -241,9 +257,13 @@ def load_benchmark(name: str, *, data: str | Path | None = None, limit: int | No
     ``limit`` keeps the first ``limit`` items (GPQA letters are assigned before truncation).
     Raises ``BenchmarkError`` (a ``ValueError``) with the file, row or dataset named.
     """
-    spec = _spec(name)
     if limit is not None and limit < 0:
         raise BenchmarkError(f"limit must be >= 0, got {limit}")
+    if name == TESTBED:
+        if data is not None:
+            raise BenchmarkError("the testbed is generated: it takes no --data file")
+        return _testbed_items(limit)
+    spec = _spec(name)
     rows, source = _read_local(Path(data)) if data is not None else _read_hub(spec)
     items = _gpqa_items(rows, source) if spec.multiple_choice else _math_items(spec, rows, source)
     ids = [item.id for item in items]

@@ -20,6 +20,7 @@ compared directly, without a worker.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import re
@@ -72,11 +73,19 @@ def _as_latex(text: str, *, boxed: bool) -> str:
     return f"\\boxed{{{text}}}" if boxed else f"${text}$"
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> list:
+    """Each gold answer is parsed once per worker (a benchmark is graded many times per run)."""
+    from math_verify import parse
+
+    return parse(_as_latex(gold, boxed=False), parsing_timeout=None)
+
+
 def grade_here(predicted: str, gold: str) -> dict[str, Any]:
     """Grade with math-verify in this process, without any time bound (the worker's body)."""
     from math_verify import parse, verify
 
-    gold_parsed = parse(_as_latex(gold, boxed=False), parsing_timeout=None)
+    gold_parsed = _parse_gold(gold)
     if not gold_parsed:
         return {"reason": "unparsable_gold", "extracted": None}
     pred_parsed = parse(_as_latex(predicted, boxed=True), parsing_timeout=None)

@@ -214,6 +214,7 @@ def summarize_rows(records: Sequence[dict[str, Any]], cfg: EvalConfig, n_items: 
                     "mean_tokens_long": mean(lambda r: r["tokens"]["long"]),
                     "mean_tokens_short": mean(lambda r: r["tokens"]["short"]),
                     "well_formed": mean(lambda r: r["well_formed"]),
+                    "mean_turns": mean(lambda r: r["turns"]),
                     "aes": None,
                     "n": n_items[bench],
                     "k": cfg.k,

@@ -215,3 +215,13 @@ def test_benchmark_hash_is_stable_and_sensitive() -> None:
     assert benchmark_hash(list(reversed(items))) != digest
     changed = [items[0].model_copy(update={"answer": "A" if items[0].answer != "A" else "B"}), *items[1:]]
     assert benchmark_hash(changed) != digest
+
+
+def test_the_testbed_is_a_benchmark_too() -> None:
+    items = load_benchmark("testbed", limit=4)
+    assert len(items) == 4 and all(i.benchmark == "testbed" and i.answer.isdigit() for i in items)
+    assert items == load_benchmark("testbed", limit=4)  # the held-out split, deterministic
+    with pytest.raises(BenchmarkError, match="no --data"):
+        load_benchmark("testbed", data="x.jsonl")
+    with pytest.raises(BenchmarkError, match="testbed"):
+        load_benchmark("nope")

@@ -50,7 +50,7 @@ def test_results_contract(first_run):
     out = first_run
     data = json.loads((out / "results.json").read_text())
     keys = {"benchmark", "system", "pass_at_1", "mean_tokens", "mean_tokens_long", "mean_tokens_short",
-            "well_formed", "aes", "n", "k"}  # fmt: skip
+            "well_formed", "mean_turns", "aes", "n", "k"}  # fmt: skip
     assert [(r["benchmark"], r["system"]) for r in data["rows"]] == [
         ("math500", "short-only"),
         ("math500", "longshort"),
@@ -153,7 +153,7 @@ def test_summary_rows_use_the_baseline():
     )  # fmt: skip
 
     def rec(system, correct, total):
-        return {"benchmark": "b", "system": system, "correct": correct, "well_formed": True,
+        return {"benchmark": "b", "system": system, "correct": correct, "well_formed": True, "turns": 2,
                 "tokens": {"long": total, "short": 0, "total": total}}  # fmt: skip
 
     records = [rec("long-only", True, 1000), rec("long-only", False, 1000), rec("longshort", True, 500),
@@ -161,3 +161,20 @@ def test_summary_rows_use_the_baseline():
     rows = runner.summarize_rows(records, cfg, {"b": 2})
     assert rows[0]["aes"] == 0 and rows[1]["aes"] == pytest.approx(0.5) and rows[1]["pass_at_1"] == 0.5
     assert "| longshort | 50.0 |" in runner.markdown_table(rows, cfg)
+
+
+def test_eval_on_the_testbed_with_the_shipped_pair(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from longshort.cli import app
+
+    out = tmp_path / "tb"
+    args = ["eval", "--benchmark", "testbed", "--limit", "2", "--system", "short-only,longshort"]
+    result = CliRunner().invoke(app, [*args, "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {r["system"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["longshort"]["n"] == 2 and rows["longshort"]["mean_turns"] >= 2
+    assert rows["longshort"]["mean_tokens_long"] > 10 * rows["short-only"]["mean_tokens"] / 2
+    assert 0.0 <= rows["longshort"]["pass_at_1"] <= 1.0
