@@ -24,6 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from longshort.evals._jsonl import json_lines
+
 LETTERS = "ABCD"
 GPQA_TERMS_URL = "https://huggingface.co/datasets/Idavidrein/gpqa"
 GPQA_COLUMNS = (
@@ -136,16 +138,9 @@ def _first(row: dict[str, Any], columns: Sequence[str]) -> Any:
 
 def _check_jsonl(path: Path) -> None:
     """Every non-blank line is a JSON object (named by line number if not)."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise BenchmarkError(f"{path}: line {number} is not a JSON object")
+    for number, row in json_lines(path, BenchmarkError):
+        if not isinstance(row, dict):
+            raise BenchmarkError(f"{path}: line {number} is not a JSON object")
 
 
 def _read_local(path: Path) -> tuple[list[dict[str, Any]], str]:

@@ -8,10 +8,10 @@ wrong (``reason: "no_response"``) rather than silently shrinking the denominator
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from longshort.evals._jsonl import json_lines
 from longshort.evals.benchmarks import BENCHMARKS, BenchmarkItem, benchmark_hash, load_benchmark
 from longshort.evals.grading import Verdict, grade_answer
 from longshort.protocol import extract_answer
@@ -52,22 +52,15 @@ def read_responses(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise GradeFileError(f"responses file not found: {path}")
     responses: dict[str, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GradeFileError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "id" not in row or "response" not in row:
-                raise GradeFileError(f'{path}: line {number} must be an object with "id" and "response"')
-            if not isinstance(row["response"], str) or not isinstance(row["id"], (str, int)):
-                raise GradeFileError(f"{path}: line {number}: id must be a string and response a string")
-            key = str(row["id"])
-            if key in responses:
-                raise GradeFileError(f"{path}: line {number} repeats id {key!r}")
-            responses[key] = row["response"]
+    for number, row in json_lines(path, GradeFileError):
+        if not isinstance(row, dict) or "id" not in row or "response" not in row:
+            raise GradeFileError(f'{path}: line {number} must be an object with "id" and "response"')
+        if not isinstance(row["response"], str) or not isinstance(row["id"], (str, int)):
+            raise GradeFileError(f"{path}: line {number}: id must be a string and response a string")
+        key = str(row["id"])
+        if key in responses:
+            raise GradeFileError(f"{path}: line {number} repeats id {key!r}")
+        responses[key] = row["response"]
     return responses
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from longshort.agents.base import GenerationRequest, GenerationResult
 from longshort.agents.roles import Agent
 from longshort.protocol import ParsedTurn, parse_turn
-from longshort.trace import EpisodeStatus, Turn
+from longshort.trace import EpisodeStatus, Turn, document_text
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,7 @@ class TurnStep:
                     max_new, self._budget_capped = room, True
             prompt: dict[str, Any] = {"prompt_ids": self._view}
         else:
-            document = "".join(t.text for t in self.turns)
-            prompt = {"messages": self.agent.view_messages(self.state["question"], document)}
+            prompt = {"messages": self.agent.view_messages(self.state["question"], document_text(self.turns))}
         self.request = GenerationRequest(
             **prompt,
             max_new_tokens=max_new,

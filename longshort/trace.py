@@ -67,7 +67,12 @@ class Episode(BaseModel):
     @property
     def document(self) -> str:
         """The shared transcript as text (what a chat backend sees)."""
-        return "".join(t.text for t in self.turns)
+        return document_text(self.turns)
+
+
+def document_text(turns: Iterable[Turn]) -> str:
+    """The shared document of ``turns`` as one text: the turns back to back."""
+    return "".join(t.text for t in turns)
 
 
 def write_jsonl(episodes: Iterable[Episode], path: str | Path, *, append: bool = False) -> int:
