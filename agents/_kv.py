@@ -9,6 +9,8 @@ backend does when it selects, trims or merges rows) adopts the new tensor as the
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers.cache_utils import DynamicLayer
 
@@ -124,3 +126,19 @@ class PrefixStore:
     def _drop(self, key: tuple[int, ...]) -> None:
         self.tokens -= len(key)
         del self.entries[key]
+
+
+def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
+    """SDPA without the cuDNN backend on CUDA, for decoding with a growing key length.
+
+    Measured on an H200 (torch 2.11, bf16, 4-layer testbed-size Qwen2, 256 rows, 300 keys): a
+    decode step took 40-58 ms with the default dispatch, which picks cuDNN attention, although its
+    kernels ran for 0.13 ms; the same step in fp32 (memory-efficient kernel) took 2.5-3.2 ms. The
+    key length changes at every decode step, and cuDNN's per-shape set-up dominates. Flash and
+    memory-efficient attention have no per-shape set-up. See ``bench/NOTES.md``.
+    """
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

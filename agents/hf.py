@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from longshort.agents._kv import PrefixStore, growing_cache, select_rows, trim_left
+from longshort.agents._kv import PrefixStore, attention_kernels, growing_cache, select_rows, trim_left
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult
 from longshort.protocol import clean_text
 
@@ -568,7 +568,7 @@ class TransformersBackend(Backend):
             return
         box.owned.update(jobs)
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), attention_kernels(self.device):
                 self._run(jobs)
         except Exception as e:
             logger.exception("TransformersBackend: unexpected error in the decode loop")

@@ -26,6 +26,7 @@ import torch
 
 from longshort._async import run_sync
 from longshort.agents import TransformersBackend, long_agent, short_agent
+from longshort.agents._kv import attention_kernels
 from longshort.graphs import build_reasoner
 from longshort.protocol import SYSTEM_PROMPTS
 from longshort.provenance import device_name, run_metadata, write_json_atomic
@@ -100,6 +101,16 @@ def run_raw(agent, qs, new_tokens: int, batch_size: int, temperature: float) -> 
     if backend.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
+    with attention_kernels(backend.device):  # the same attention kernels as the backend's decode loop
+        _generate_chunks(model, tok, prompts, new_tokens, batch_size, temperature, backend.device)
+    if backend.device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    total = new_tokens * len(prompts)
+    return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "new_tokens_per_row": new_tokens}
+
+
+def _generate_chunks(model, tok, prompts, new_tokens: int, batch_size: int, temperature: float, device) -> None:
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i : i + batch_size]
         width = max(map(len, chunk))
@@ -109,8 +120,8 @@ def run_raw(agent, qs, new_tokens: int, batch_size: int, temperature: float) -> 
             ids[r, width - len(p) :] = torch.tensor(p)
             mask[r, width - len(p) :] = 1
         model.generate(
-            input_ids=ids.to(backend.device),
-            attention_mask=mask.to(backend.device),
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             do_sample=temperature > 0,
@@ -119,11 +130,6 @@ def run_raw(agent, qs, new_tokens: int, batch_size: int, temperature: float) -> 
             top_p=1.0,
             pad_token_id=tok.pad_token_id,
         )
-    if backend.device.type == "cuda":
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - start
-    total = new_tokens * len(prompts)
-    return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "new_tokens_per_row": new_tokens}
 
 
 def main() -> None:

@@ -27,3 +27,17 @@ def test_growing_layer_matches_dynamic_layer_through_appends_selects_and_trims()
         assert grow.get_seq_length() == ref.get_seq_length()
         assert torch.equal(grow.keys, ref.keys) and torch.equal(grow.values, ref.values)
     assert grow._k.shape[-2] >= grow.get_seq_length()  # spare capacity, not a copy per step
+
+
+def test_attention_kernels_leave_cudnn_out_on_cuda_only():
+    import torch
+
+    from longshort.agents._kv import attention_kernels
+
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with attention_kernels(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
