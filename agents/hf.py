@@ -250,6 +250,11 @@ class _Batch:
     def size(self) -> int:
         return len(self.jobs)
 
+    @property
+    def live(self) -> int:
+        """Rows still generating (finished rows may stay a while as placeholders)."""
+        return sum(not j.future.done() for j in self.jobs)
+
     def refresh(self) -> None:
         """Recompute the row groups used by sampling and stop checks (python work per composition)."""
         device = self.mask.device
@@ -293,6 +298,7 @@ class TransformersBackend(Backend):
         continuous: bool = True,
         max_prefill_tokens: int = 32768,
         prefix_cache_tokens: int = 65536,
+        share_prefills: bool = True,
     ) -> None:
         """Load (or adopt) the model and tokenizer and start the worker.
 
@@ -300,7 +306,9 @@ class TransformersBackend(Backend):
         a burst of long prompts is prefilled in several groups, then merged, instead of one huge
         padded forward that might not fit in memory. ``prefix_cache_tokens`` bounds the KV kept from
         finished requests so that a request extending one (an agent's next turn) prefills only its
-        new tail; 0 turns the prefix cache off.
+        new tail; 0 turns the prefix cache off. With ``share_prefills``, requests in one prefill
+        with the same prompt (N samples of one prefix, as in Monte Carlo rollouts) compute it once
+        and copy its KV to their rows.
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -354,6 +362,7 @@ class TransformersBackend(Backend):
         self.continuous = continuous and self._plain_cache
         if continuous and not self._plain_cache:
             logger.warning("TransformersBackend: cache of %s is not plain; continuous admission off", self.model_id)
+        self.share_prefills = share_prefills and self._plain_cache
         self._prefix = PrefixStore(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_cache else None
 
         eos: set[int] = set()
@@ -376,6 +385,7 @@ class TransformersBackend(Backend):
                 "max_rows",
                 "prefix_hits",
                 "prefix_tokens_reused",
+                "shared_prefill_rows",
                 "cancelled",
                 "isolated_retries",
                 "errors",
@@ -623,8 +633,11 @@ class TransformersBackend(Backend):
                 box.cancel_seen = False
                 batch = self._drop_cancelled(batch)
             if self.continuous:
-                room = self.max_batch_size - (batch.size if batch is not None else 0)
-                new = self._take(room, wait=False) if room > 0 else None
+                room = self.max_batch_size - (batch.live if batch is not None else 0)
+                # Admitting means a prefill and a copy of the whole batch's KV (the merge): wait until
+                # a good share of the batch is free, so the copies are amortised over many newcomers.
+                enough = batch is None or room >= max(1, self.max_batch_size // 8)
+                new = self._take(room, wait=False) if room > 0 and enough else None
                 if new:
                     box.owned.update(new)
                     if batch is not None:
@@ -671,11 +684,15 @@ class TransformersBackend(Backend):
             if not jobs:
                 return batch
         group: list[_Job] = []
-        for job in sorted(jobs, key=lambda j: len(j.prompt)):  # similar lengths → less padding
-            if group and (len(group) + 1) * len(job.prompt) > self.max_prefill_tokens:
+        rows: set[tuple[int, ...]] = set()  # distinct prompts in the group: the rows a prefill computes
+        # similar lengths → less padding; equal prompts adjacent → computed once when shared
+        for job in sorted(jobs, key=lambda j: (len(j.prompt), j.prompt)):
+            key = tuple(job.prompt) if self.share_prefills else (id(job),)
+            if group and key not in rows and (len(rows) + 1) * len(job.prompt) > self.max_prefill_tokens:
                 batch = self._merge(batch, self._prefill_group(group))
-                group = []
+                group, rows = [], set()
             group.append(job)
+            rows.add(key)
         return self._merge(batch, self._prefill_group(group))
 
     def _prefill_group(self, jobs: list[_Job]) -> _Batch | None:
@@ -772,10 +789,24 @@ class TransformersBackend(Backend):
         return out.logits[:, -1, :]
 
     def _prefill(self, jobs: list[_Job]) -> tuple[_Batch, torch.Tensor]:
-        """Left-pad the prompts, run them through a fresh cache; return the batch and last logits."""
-        width = max(len(j.prompt) for j in jobs)
-        ids = [[self._pad_id] * (width - len(j.prompt)) + j.prompt for j in jobs]
-        mask = [[0] * (width - len(j.prompt)) + [1] * len(j.prompt) for j in jobs]
+        """Left-pad the prompts, run them through a fresh cache; return the batch and last logits.
+
+        With ``share_prefills`` each distinct prompt is one row of the forward; its KV, mask and
+        logits are then copied to every job that asked for it (each samples on its own after).
+        """
+        row_of, firsts = list(range(len(jobs))), jobs
+        if self.share_prefills:
+            distinct: dict[tuple[int, ...], int] = {}
+            firsts, row_of = [], []
+            for job in jobs:
+                key = tuple(job.prompt)
+                if key not in distinct:
+                    distinct[key] = len(firsts)
+                    firsts.append(job)
+                row_of.append(distinct[key])
+        width = max(len(j.prompt) for j in firsts)
+        ids = [[self._pad_id] * (width - len(j.prompt)) + j.prompt for j in firsts]
+        mask = [[0] * (width - len(j.prompt)) + [1] * len(j.prompt) for j in firsts]
         dev, long = self.device, torch.long
         ids_t = torch.tensor(ids, dtype=long, device=dev)
         mask_t = torch.tensor(mask, dtype=long, device=dev)
@@ -784,6 +815,12 @@ class TransformersBackend(Backend):
         cache = growing_cache(self.model.config)
         self._stats["prefills"] += 1
         logits = self._forward(ids_t, mask_t, pos_t, cache)
+        if len(firsts) < len(jobs):
+            index = torch.tensor(row_of, dtype=long, device=dev)
+            for layer in cache.layers:
+                select_rows(layer, index)
+            mask_t, logits = mask_t.index_select(0, index), logits.index_select(0, index)
+            self._stats["shared_prefill_rows"] += len(jobs) - len(firsts)
         return self._new_batch(jobs, cache, mask_t), logits
 
     def _new_batch(self, jobs: list[_Job], cache: Any, mask_t: torch.Tensor) -> _Batch:
@@ -859,7 +896,11 @@ class TransformersBackend(Backend):
         lps = logprob.tolist()
 
         done: dict[int, str] = {}
+        fed = 0
         for row, (job, t, lp, c) in enumerate(zip(batch.jobs, toks, lps, codes, strict=True)):
+            if job.future.done():  # finished earlier and kept as a placeholder row, or cancelled
+                continue
+            fed += 1
             if c == 1:
                 done[row] = "eos"  # the eos token is not part of the output
                 continue
@@ -868,18 +909,25 @@ class TransformersBackend(Backend):
             if c:
                 done[row] = "stop" if c == 2 else "length"
         for row, job in batch.text_rows:
-            if codes[row] == 1 or (job.plan.triggers is not None and toks[row] not in job.plan.triggers):
+            if job.future.done() or codes[row] == 1:  # a placeholder row, or the eos (not part of the output)
+                continue
+            if job.plan.triggers is not None and toks[row] not in job.plan.triggers:
                 continue
             tail = self.tokenizer.decode(job.ids[-job.plan.tail_tokens :], skip_special_tokens=False)
             if any(s in tail for s in job.plan.texts):
                 done[row] = "stop"
-        self._stats["generated_tokens"] += len(toks)
+        self._stats["generated_tokens"] += fed
         if not done:
             return batch
         self._remember(batch, list(done))
         for row, reason in done.items():
             self._finish(batch.jobs[row], reason)
-        return self._select(batch, [r for r in range(batch.size) if r not in done])
+        # Dropping rows copies the whole KV; finished rows stay as placeholders until they are an
+        # eighth of the batch (they cost one wasted row of compute each meanwhile).
+        keep = [r for r, j in enumerate(batch.jobs) if not j.future.done()]
+        if len(batch.jobs) - len(keep) < max(1, batch.size // 8) and keep:
+            return batch
+        return self._select(batch, keep)
 
     # ------------------------------------------------------------------ batch surgery
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from longshort._async import run_sync
 from longshort.evals import systems
+from longshort.evals._jsonl import finished_records
 from longshort.evals.benchmarks import BenchmarkItem, benchmark_hash, load_benchmark
 from longshort.evals.grade_file import grade_extracted
 from longshort.evals.report import well_formed
@@ -121,36 +122,8 @@ Key = tuple[str, str, str, int]
 
 
 def read_items(path: Path) -> dict[Key, dict[str, Any]]:
-    """Finished records by (benchmark, system, id, sample); a torn last line is cut off the file.
-
-    A run killed mid-write leaves a last line without its newline: it is dropped (and truncated
-    away so the next append starts on a fresh line). A bad line anywhere else is corruption, not
-    an interruption, and is an error.
-    """
-    if not path.exists():
-        return {}
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    done: dict[Key, dict[str, Any]] = {}
-    offset = 0
-    for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        if line.strip():
-            try:
-                row = json.loads(line)
-                key = (row["benchmark"], row["system"], row["id"], int(row["sample"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                if last or (number == len(lines) - 1 and not lines[-1]):
-                    with path.open("r+b") as f:
-                        f.truncate(offset)
-                    break
-                raise EvalError(f"{path}: line {number} is not a valid record; fix or remove it") from None
-            if last:  # complete JSON but no newline: keep it, and give the file its newline
-                with path.open("ab") as f:
-                    f.write(b"\n")
-            done[key] = row
-        offset += len(line) + 1
-    return done
+    """Finished records by (benchmark, system, id, sample); a torn last line is cut off the file."""
+    return finished_records(path, lambda r: (r["benchmark"], r["system"], r["id"], int(r["sample"])), EvalError)
 
 
 def check_run_json(out: Path, fingerprint: dict[str, Any]) -> None:

@@ -14,19 +14,16 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from longshort._console import console
+from longshort._console import fail as _fail
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long⊗Short: two models, one efficient reasoner.")
-console = Console(stderr=True)
 
 
 class BackendName(str, Enum):
     hf = "hf"
     openai = "openai"
     vllm = "vllm"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
 
 
 def print_episode(episode, out: Console) -> None:
@@ -218,6 +215,14 @@ def eval_(
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
 
 
+from longshort.cli_analyze import analyze_app  # noqa: E402 (sub-app, after the main app is defined)
+
+app.add_typer(analyze_app, name="analyze")
+
+from longshort.cli_train import train_app  # noqa: E402 (sub-app, after the main app is defined)
+
+app.add_typer(train_app, name="train")
+
 testbed_app = typer.Typer(no_args_is_help=True, help="The testbed: train its small models, rebuild the shipped assets.")
 app.add_typer(testbed_app, name="testbed")
 
@@ -237,6 +242,7 @@ def testbed_train(
     vocab_size: int = typer.Option(1024, "--vocab-size", min=300),
     max_positions: int = typer.Option(3072, "--max-positions", min=64),
     switches_per_problem: int = typer.Option(4, "--switches-per-problem", min=0),
+    selections_per_problem: int = typer.Option(2, "--selections-per-problem", min=0),
     seed: int = typer.Option(0, "--seed", min=0),
     device: str = typer.Option(None, "--device"),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop and save after this much training time."),
@@ -270,6 +276,9 @@ def testbed_build(
     max_seconds: float = typer.Option(None, "--max-seconds", help="Per-model training time limit."),
     eval_n: int = typer.Option(500, "--eval-n", min=1),
     results: Path = typer.Option(Path("results/testbed.json"), "--results"),
+    models: str = typer.Option(
+        "reasoner,base", "--models", help="Which to train; the others (and the tokenizer) are kept from --assets."
+    ),
 ) -> None:
     """The full recipe (GPU): tokenizer, reasoner + base, measured numbers, assets + manifest."""
     from longshort.training.testbed.build import build
@@ -290,7 +299,10 @@ def testbed_build(
         max_seconds=max_seconds,
     )
     Path(out).mkdir(parents=True, exist_ok=True)
-    result = build(config, assets or assets_dir(), eval_n=eval_n, results=results)
+    try:
+        result = build(config, assets or assets_dir(), eval_n=eval_n, results=results, models=tuple(_csv(models)))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     console.print_json(data=result["metrics"])
 
 

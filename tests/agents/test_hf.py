@@ -124,6 +124,22 @@ def test_prefill_groups_are_merged(tiny_qwen_dir: Path, qwen: TransformersBacken
     assert _ids(results) == _ids(reference)
 
 
+def test_equal_prompts_are_prefilled_once_with_the_same_samples(tiny_qwen_dir: Path, qwen: TransformersBackend) -> None:
+    """N samples of one prefix (Monte Carlo rollouts): one prefill row, the same tokens as unshared."""
+    reqs = [
+        GenerationRequest(prompt_ids=qwen.encode(p), max_new_tokens=12, temperature=1.0, seed=i)
+        for i, p in enumerate([PROMPTS[0]] * 5 + [PROMPTS[1]] * 3 + [PROMPTS[2]])
+    ]
+    with TransformersBackend(tiny_qwen_dir, share_prefills=False, prefix_cache_tokens=0) as unshared:
+        reference = unshared.generate(reqs)
+        assert unshared.stats["shared_prefill_rows"] == 0
+    with TransformersBackend(tiny_qwen_dir, prefix_cache_tokens=0) as shared:
+        results = shared.generate(reqs)
+        assert shared.stats["shared_prefill_rows"] == 6  # 9 requests, 3 distinct prompts
+    assert _ids(results) == _ids(reference)
+    assert len({tuple(r.token_ids) for r in results[:5]}) > 1  # the copies still sample on their own
+
+
 def test_simple_path_without_continuous_admission(tiny_llama_dir: Path, llama: TransformersBackend) -> None:
     reqs = _requests(llama)
     with TransformersBackend(tiny_llama_dir, continuous=False) as simple:

@@ -17,7 +17,9 @@ from longshort.training.testbed.teachers import (
     count_tokens,
     long_trace,
     oracle_episode,
+    random_selection,
     reasoner_example,
+    selection_example,
     short_trace,
     switch_example,
     switch_examples,
@@ -222,6 +224,28 @@ def test_switch_examples_parse_for_every_prefix(problems):
             assert parse_turn("short", (ex.document + ex.completion)[len(ex.document) :]).ok
     with pytest.raises(ValueError, match="k must lie"):
         switch_example(problems[0], 999)
+
+
+def test_selection_examples_keep_only_the_chosen_thoughts(problems):
+    import random
+
+    rng = random.Random(0)
+    for p in problems[:40]:
+        trace = long_trace(p)
+        kept = random_selection(trace, rng)
+        assert kept and kept == sorted(set(kept))
+        ex = selection_example(p, kept, trace=trace)
+        parsed = parse_turn("long", ex.document)
+        assert parsed.ok and parsed.content == "\n\n".join(trace.thoughts[i - 1].text for i in kept)
+        answer = parse_turn("short", ex.completion)
+        assert answer.kind == "answer" and answer.answer == p.answer
+        decomposed = [trace.thoughts[i - 1] for i in kept if trace.thoughts[i - 1].type == "decompose"]
+        assert ex.completion.count("From above, ") == len(decomposed) + sum(bool(t.op_index) for t in decomposed)
+        k = len(trace.thoughts) // 2
+        assert selection_example(p, range(1, k + 1), trace=trace) == switch_example(p, k, trace=trace)
+    assert selection_example(problems[0], []).document == ""
+    with pytest.raises(ValueError, match="kept thoughts"):
+        selection_example(problems[0], [0, 2])
 
 
 def test_oracle_episode(problems, traces):

@@ -33,6 +33,8 @@ def test_base_switch_rows_are_the_short_agents_view_after_a_long_turn(tiny_token
     agent = short_agent(ScriptedBackend([], tiny_tokenizer))
     rows = base_rows(problems, tiny_tokenizer, switches_per_problem=3)
     assert len(rows) == 2 * 4  # short-only + 3 switches per problem
+    with_gaps = base_rows(problems, tiny_tokenizer, switches_per_problem=3, selections_per_problem=2)
+    assert len(with_gaps) == 2 * 6 and [r for r in with_gaps if r not in rows]  # 2 gapped selections each
     views = set()
     for p in problems:
         for k in range(0, 30):

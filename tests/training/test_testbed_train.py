@@ -43,3 +43,27 @@ def test_training_changes_the_weights_and_saves_a_loadable_model(trained):
 def test_bad_config_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["testbed", "train", "--model", "teacher", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "reasoner" in result.output
+
+
+def test_build_can_retrain_one_model_and_keep_the_other(tmp_path):
+    """`testbed build --models base` keeps the shipped reasoner and tokenizer, retrains the base."""
+    import shutil
+
+    from longshort.training.testbed.checkpoints import assets_dir, sha256_file, verify
+
+    assets = tmp_path / "assets"
+    shutil.copytree(assets_dir(), assets)
+    before = {k: sha256_file(assets / k / "model.safetensors") for k in ("reasoner", "base")}
+    args = ["testbed", "build", "--models", "base", "--out", str(tmp_path / "run"), "--assets", str(assets)]
+    args += ["--n-train", "8", "--steps", "2", "--batch-size", "2", "--hidden-size", "32", "--layers", "1"]
+    args += ["--eval-n", "2", "--results", str(tmp_path / "testbed.json")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = verify(assets)
+    assert sha256_file(assets / "reasoner" / "model.safetensors") == before["reasoner"]
+    assert sha256_file(assets / "base" / "model.safetensors") != before["base"]
+    assert (assets / "base" / "tokenizer.json").read_bytes() == (assets / "reasoner" / "tokenizer.json").read_bytes()
+    assert manifest.metrics["eval_n"] == 2
+
+    bad = CliRunner().invoke(app, ["testbed", "build", "--models", "teacher", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "subset" in bad.output

@@ -44,8 +44,18 @@ def _train_args(config: TestbedTrainConfig) -> list[str]:
     return args
 
 
+MODELS = ("reasoner", "base")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
 def build(
-    config: TestbedTrainConfig, assets: Path, *, eval_n: int = 500, eval_seed: int = 0, results: Path | None = None
+    config: TestbedTrainConfig,
+    assets: Path,
+    *,
+    eval_n: int = 500,
+    eval_seed: int = 0,
+    results: Path | None = None,
+    models: tuple[str, ...] = MODELS,
 ) -> dict:
     from longshort.evals.demo import run_demo
     from longshort.provenance import run_metadata, write_json_atomic
@@ -54,6 +64,18 @@ def build(
     from longshort.training.testbed.teachers import teacher_stats, tokenizer_counter
 
     out = Path(config.out)
+    unknown = set(models) - set(MODELS)
+    if not models or unknown:
+        raise ValueError(f"models must be a non-empty subset of {MODELS}, got {models}")
+    kept = [kind for kind in MODELS if kind not in models]
+    for kind in kept:  # retrain only some: the others, and their shared tokenizer, come from ``assets``
+        if not (assets / kind / "model.safetensors").exists():
+            raise FileNotFoundError(f"cannot keep the {kind}: {assets / kind} has no model")
+        shutil.copytree(assets / kind, out / kind, dirs_exist_ok=True)
+        (out / "tokenizer").mkdir(parents=True, exist_ok=True)
+        for name in _TOKENIZER_FILES:
+            if (assets / kind / name).exists():
+                shutil.copy2(assets / kind / name, out / "tokenizer" / name)
     start = time.perf_counter()
     problems = generate_problems("train", config.n_train, seed=config.seed, n_ops=config.n_ops)
     tokenizer = load_or_train_tokenizer(config, problems)
@@ -63,7 +85,7 @@ def build(
             stdout=open(out / f"train-{kind}.log", "w"),  # noqa: SIM115 (closed with the process)
             stderr=subprocess.STDOUT,
         )
-        for kind in ("reasoner", "base")
+        for kind in models
     }
     for kind, proc in procs.items():
         if proc.wait() != 0:
@@ -73,7 +95,7 @@ def build(
 
     staging = assets.with_name(assets.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
-    for kind in ("reasoner", "base"):
+    for kind in MODELS:
         (staging / kind).mkdir(parents=True)
         for name in _SHIPPED:
             if (out / kind / name).exists():

@@ -17,7 +17,9 @@ from longshort.training.testbed.teachers import (
     base_example,
     long_trace,
     prompt_messages,
+    random_selection,
     reasoner_example,
+    selection_example,
     switch_example,
 )
 
@@ -59,12 +61,18 @@ def reasoner_rows(problems: Sequence[Problem], tokenizer, seed: int = 0) -> list
 
 
 def base_rows(
-    problems: Sequence[Problem], tokenizer, seed: int = 0, switches_per_problem: int = 4
+    problems: Sequence[Problem],
+    tokenizer,
+    seed: int = 0,
+    switches_per_problem: int = 4,
+    selections_per_problem: int = 0,
 ) -> list[dict[str, list[int]]]:
     """Short-only rows plus switch rows (a long prefix cut at a thought boundary, then concise).
 
     Each problem gives its short-only row (k = 0) and ``switches_per_problem`` prefixes drawn at
-    random from 1..n, so the base learns to continue any reasoning prefix.
+    random from 1..n, so the base learns to continue any reasoning prefix; and
+    ``selections_per_problem`` gapped selections (most needed thoughts, few others), the documents
+    that the analysis's functional check and the cold-start data give it.
     """
     rng = random.Random(seed)
     rows = []
@@ -72,9 +80,12 @@ def base_rows(
         trace = long_trace(p, seed)
         n = len(trace.thoughts)
         ks = [0, *rng.sample(range(1, n + 1), min(switches_per_problem, n))]
+        examples = [switch_example(p, k, seed, trace) for k in ks]
+        examples += [
+            selection_example(p, random_selection(trace, rng), seed, trace) for _ in range(selections_per_problem)
+        ]
         prompt = chat_prompt_ids(tokenizer, prompt_messages("short", p.question))
-        for k in ks:
-            ex = switch_example(p, k, seed, trace)
+        for ex in examples:
             document = _encode(tokenizer, ex.document) if ex.document else []
             rows.append(make_row(prompt + document, _encode(tokenizer, ex.completion) + [tokenizer.eos_token_id]))
     return rows

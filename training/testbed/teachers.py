@@ -380,17 +380,26 @@ def long_trace(problem: Problem, seed: int = 0) -> LongTrace:
 # --------------------------------------------------------------------------- short teacher
 
 
+def op_lines(problem: Problem, i: int, *, from_above: bool = False) -> list[str]:
+    """The short teacher's lines for step ``i``: its product (hard steps), then its combination (i > 0).
+
+    ``from_above`` quotes a hard step whose ``decompose`` thought the long part already holds
+    ("From above, 45 * 78 = 3510"); otherwise the product is written one-shot.
+    """
+    op = problem.ops[i]
+    lines = []
+    if op.hard:
+        product = f"{op.factors[0]} * {op.factors[1]} = {op.amount}"  # type: ignore[index]
+        lines.append(f"From above, {product}" if from_above else product)
+    if i:
+        step = _apply(problem.ops[i - 1].value, op)
+        lines.append(f"From above, {step}" if op.hard and from_above else step)
+    return lines
+
+
 def _short_lines(problem: Problem, reused: Collection[int] = ()) -> list[str]:
     """One line per computation; products in ``reused`` are quoted from the long part."""
-    lines = []
-    for i, op in enumerate(problem.ops):
-        if op.hard:
-            product = f"{op.factors[0]} * {op.factors[1]} = {op.amount}"  # type: ignore[index]
-            lines.append(f"From above, {product}" if i in reused else product)
-        if i:
-            step = _apply(problem.ops[i - 1].value, op)
-            lines.append(f"From above, {step}" if op.hard and i in reused else step)
-    return lines
+    return [line for i in range(len(problem.ops)) for line in op_lines(problem, i, from_above=i in reused)]
 
 
 def short_trace(problem: Problem) -> str:
@@ -451,10 +460,32 @@ def switch_example(problem: Problem, k: int, seed: int = 0, trace: LongTrace | N
     trace = trace or long_trace(problem, seed)
     if not 0 <= k <= len(trace.thoughts):
         raise ValueError(f"k must lie in 0..{len(trace.thoughts)}, got {k}")
-    reused = {t.op_index for t in trace.thoughts[:k] if t.type == "decompose" and t.op_index is not None}
-    document = think_turn(trace.prefix(k)) if k else ""
+    return selection_example(problem, range(1, k + 1), seed, trace)
+
+
+def selection_example(
+    problem: Problem, kept: Sequence[int], seed: int = 0, trace: LongTrace | None = None
+) -> SwitchExample:
+    """The base continues after the long thoughts ``kept`` (1-based, in order), the others removed.
+
+    This is the document the thought analysis's functional check and the cold-start data give the
+    short agent: the selected thoughts only. ``k`` is the number of kept thoughts.
+    """
+    trace = trace or long_trace(problem, seed)
+    kept = sorted(set(kept))
+    if kept and not 1 <= kept[0] <= kept[-1] <= len(trace.thoughts):
+        raise ValueError(f"kept thoughts must lie in 1..{len(trace.thoughts)}, got {kept}")
+    thoughts = [trace.thoughts[i - 1] for i in kept]
+    reused = {t.op_index for t in thoughts if t.type == "decompose" and t.op_index is not None}
+    document = think_turn("\n\n".join(t.text for t in thoughts)) if thoughts else ""
     lines = [*_short_lines(problem, reused), f"\\boxed{{{problem.answer}}}"]
-    return SwitchExample(problem.question, document, answer_turn("\n".join(lines)), k)
+    return SwitchExample(problem.question, document, answer_turn("\n".join(lines)), len(kept))
+
+
+def random_selection(trace: LongTrace, rng: random.Random, p_needed: float = 0.8, p_other: float = 0.15) -> list[int]:
+    """A gapped selection like the analysis makes: most needed thoughts, a few others, never none."""
+    kept = [i for i, t in enumerate(trace.thoughts, 1) if rng.random() < (p_needed if t.needed else p_other)]
+    return kept or [rng.randrange(1, len(trace.thoughts) + 1)]
 
 
 def switch_examples(problem: Problem, seed: int = 0) -> list[SwitchExample]:

@@ -41,6 +41,9 @@ class TestbedTrainConfig:
     )
     max_positions: int = field(default=3072, metadata={"help": "context length (RoPE: costs no parameters)"})
     switches_per_problem: int = field(default=4, metadata={"help": "base only: long prefixes per problem"})
+    selections_per_problem: int = field(
+        default=2, metadata={"help": "base only: gapped selections of long thoughts per problem"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for problems, teachers, init and data order"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda if available)"})
     max_seconds: float | None = field(
@@ -126,7 +129,7 @@ def train(config: TestbedTrainConfig) -> Path:
     if config.model == "reasoner":
         rows = reasoner_rows(problems, tokenizer, config.seed)
     else:
-        rows = base_rows(problems, tokenizer, config.seed, config.switches_per_problem)
+        rows = base_rows(problems, tokenizer, config.seed, config.switches_per_problem, config.selections_per_problem)
     longest = max(len(r["input_ids"]) for r in rows)
     if longest > config.max_positions:
         raise ValueError(f"a training row has {longest} tokens > max_positions {config.max_positions}")
