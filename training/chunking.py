@@ -36,11 +36,10 @@ from pydantic import BaseModel
 
 from longshort.errors import LongShortError
 from longshort.protocol import THINK_CLOSE, THINK_OPEN
+from longshort.training._llm import ChatStep
 
 if TYPE_CHECKING:
     import datasets
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import BaseMessage
 
 __all__ = [
     "CONTINUATION_CUES",
@@ -381,7 +380,7 @@ def format_steps(steps: Sequence[str]) -> str:
     return "\n\n".join(f"Step {i}: {step}" for i, step in enumerate(steps, 1))
 
 
-class LLMGrouper:
+class LLMGrouper(ChatStep):
     """The paper's grouping: ask a chat model for the blocks, feed validation errors back, retry.
 
     Any LangChain ``BaseChatModel`` works (an OpenAI-compatible server through ``langchain-openai``,
@@ -392,31 +391,21 @@ class LLMGrouper:
 
     name = "llm"
 
-    def __init__(self, chat_model: BaseChatModel, *, max_retries: int = 5) -> None:
-        if max_retries < 1:
-            raise ValueError(f"max_retries must be >= 1, got {max_retries}")
-        self.chat_model = chat_model
-        self.max_retries = max_retries
-
     def group(self, steps: list[str]) -> GroupResult:
-        from langchain_core.messages import AIMessage, HumanMessage
+        from longshort.training._llm import ask_until_valid
 
         _require_steps(steps)
         n_steps = len(steps)
-        messages: list[BaseMessage] = [HumanMessage(GROUPING_PROMPT.format(n_steps=n_steps, steps=format_steps(steps)))]
-        error = ""
-        for attempt in range(1, self.max_retries + 1):
-            try:
-                reply = self.chat_model.invoke(messages)
-            except Exception as exc:  # a dead server is one failed attempt, never a crashed run
-                error = f"chat model failed: {type(exc).__name__}: {exc}"
-                continue
-            text = reply.text if isinstance(reply, AIMessage) else str(getattr(reply, "content", reply))
-            try:
-                return GroupResult(blocks=validate_blocks(text, n_steps), attempts=attempt)
-            except ChunkingError as exc:
-                error = str(exc)
-            messages += [AIMessage(text), HumanMessage(RETRY_PROMPT.format(error=error, n_steps=n_steps))]
+        blocks, attempts, error = ask_until_valid(
+            self.chat_model,
+            GROUPING_PROMPT.format(n_steps=n_steps, steps=format_steps(steps)),
+            lambda text: validate_blocks(text, n_steps),
+            lambda error: RETRY_PROMPT.format(error=error, n_steps=n_steps),
+            max_retries=self.max_retries,
+            invalid=ChunkingError,
+        )
+        if blocks is not None:
+            return GroupResult(blocks=blocks, attempts=attempts)
         fallback = StepGrouper().group(steps)
         return GroupResult(blocks=fallback.blocks, attempts=self.max_retries, fallback_reason=error)
 

@@ -51,13 +51,11 @@ from longshort.protocol import (
     Role,
     parse_turn,
 )
+from longshort.training._llm import ChatStep
 from longshort.training.chunking import ChunkingError, _parse_json_object
 from longshort.training.rollouts import AnalysisProblem
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import BaseMessage
-
     from longshort.training.testbed.tasks import Problem
 
 __all__ = [
@@ -241,7 +239,7 @@ def completion_payload(
     return {"question": problem.question, "chunks": sorted(chunks, key=lambda c: c["index"])}
 
 
-class LLMRewriter:
+class LLMRewriter(ChatStep):
     """The paper's rewriter: ask a chat model for the completed steps, feed errors back, retry.
 
     Any LangChain ``BaseChatModel`` works. An exception from the model counts as a failed attempt;
@@ -251,37 +249,26 @@ class LLMRewriter:
 
     name = "llm"
 
-    def __init__(self, chat_model: BaseChatModel, *, max_retries: int = 5) -> None:
-        if max_retries < 1:
-            raise ValueError(f"max_retries must be >= 1, got {max_retries}")
-        self.chat_model = chat_model
-        self.max_retries = max_retries
-
     def rewrite(
         self, problem: AnalysisProblem, kept: list[tuple[int, str]], compressed: list[list[tuple[int, str]]]
     ) -> list[str]:
-        from langchain_core.messages import AIMessage, HumanMessage
+        from longshort.training._llm import ask_until_valid
 
         n_runs = len(compressed)
         if not n_runs:
             return []
         runs = "; ".join(f"run {r}: {_span(run)}" for r, run in enumerate(compressed, 1))
         payload = json.dumps(completion_payload(problem, kept, compressed), ensure_ascii=False, indent=1)
-        prompt = COMPLETION_PROMPT.format(n_runs=n_runs, runs=runs, payload=payload)
-        messages: list[BaseMessage] = [HumanMessage(prompt)]
-        error = ""
-        for _ in range(self.max_retries):
-            try:
-                reply = self.chat_model.invoke(messages)
-            except Exception as exc:  # a dead server is one failed attempt, never a crashed run
-                error = f"chat model failed: {type(exc).__name__}: {exc}"
-                continue
-            text = reply.text if isinstance(reply, AIMessage) else str(getattr(reply, "content", reply))
-            try:
-                return validate_completion(text, n_runs)
-            except CompressionError as exc:
-                error = str(exc)
-            messages += [AIMessage(text), HumanMessage(RETRY_PROMPT.format(error=error, n_runs=n_runs))]
+        texts, _, error = ask_until_valid(
+            self.chat_model,
+            COMPLETION_PROMPT.format(n_runs=n_runs, runs=runs, payload=payload),
+            lambda text: validate_completion(text, n_runs),
+            lambda error: RETRY_PROMPT.format(error=error, n_runs=n_runs),
+            max_retries=self.max_retries,
+            invalid=CompressionError,
+        )
+        if texts is not None:
+            return texts
         raise CompressionError(
             f"no valid completion after {self.max_retries} attempts; last error: {error}",
             reason="rewriter_failed",

@@ -6,8 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import BaseMessage
 
 from longshort.errors import LongShortError
 from longshort.training.chunking import (
@@ -22,6 +20,7 @@ from longshort.training.chunking import (
     thoughts_table,
     validate_blocks,
 )
+from tests.fake_chat import DeadChat, RecordingChat
 
 R1_LIKE = """<think>
 Okay, so I need to compute 12 * 34 + 5.
@@ -192,24 +191,6 @@ def test_rule_grouper_single_step() -> None:
 # --------------------------------------------------------------------------- LLMGrouper
 
 
-class RecordingChat(FakeListChatModel):
-    """FakeListChatModel (cycles through ``responses``) that keeps every message list it was sent."""
-
-    seen: list[list[BaseMessage]] = []
-
-    def _call(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> str:
-        self.seen.append(list(messages))
-        return super()._call(messages, *args, **kwargs)
-
-
-class DeadChat(FakeListChatModel):
-    calls: int = 0
-
-    def _call(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> str:
-        self.calls += 1
-        raise ConnectionError("connection refused on :8000")
-
-
 STEPS = ["Read the problem.", "Restate it.", "Compute 2 + 2 = 4.", "Check: 4 - 2 = 2.", "So 4."]
 VALID = json.dumps(GOOD)
 
@@ -265,7 +246,7 @@ def test_llm_grouper_survives_a_dead_chat_model() -> None:
 
 def test_llm_grouper_rejects_zero_retries() -> None:
     with pytest.raises(ValueError, match="max_retries must be >= 1, got 0"):
-        LLMGrouper(FakeListChatModel(responses=[]), max_retries=0)
+        LLMGrouper(RecordingChat(responses=[]), max_retries=0)
 
 
 # --------------------------------------------------------------------------- pipeline and table

@@ -8,8 +8,6 @@ import re
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import BaseMessage
 
 from longshort.errors import LongShortError
 from longshort.protocol import parse_turn
@@ -28,6 +26,7 @@ from longshort.training.compression import (
 from longshort.training.rollouts import AnalysisProblem
 from longshort.training.testbed.tasks import Problem, generate_problems
 from longshort.training.testbed.teachers import long_trace, oracle_episode
+from tests.fake_chat import DeadChat, RecordingChat
 
 N = 24
 
@@ -111,24 +110,6 @@ def test_compression_error_is_a_longshort_error() -> None:
 
 
 # --------------------------------------------------------------------------- LLMRewriter
-
-
-class RecordingChat(FakeListChatModel):
-    """FakeListChatModel (cycles through ``responses``) that keeps every message list it was sent."""
-
-    seen: list[list[BaseMessage]] = []
-
-    def _call(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> str:
-        self.seen.append(list(messages))
-        return super()._call(messages, *args, **kwargs)
-
-
-class DeadChat(FakeListChatModel):
-    calls: int = 0
-
-    def _call(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> str:
-        self.calls += 1
-        raise ConnectionError("connection refused on :8000")
 
 
 TOY = AnalysisProblem(
