@@ -77,8 +77,13 @@ def run_demo(
     checkpoints: Path | None = None,
     max_batch_size: int = 128,
     progress=None,
+    pairs: dict[str, tuple[str | Path, str | Path]] | None = None,
 ) -> dict:
-    """Run the four rows on ``n`` held-out test problems drawn with ``seed``; return demo.json."""
+    """Run the four rows on ``n`` held-out test problems drawn with ``seed``; return demo.json.
+
+    ``pairs`` adds one Long⊗Short row per entry, ``{"longshort-sft": (long_dir, short_dir)}``:
+    fine-tuned agents (full models or LoRA adapters from ``longshort train sft``).
+    """
     from longshort.agents import Agent, TransformersBackend
     from longshort.evals.systems import run_longshort, run_solo
     from longshort.training.testbed.checkpoints import checkpoint
@@ -109,11 +114,15 @@ def run_demo(
 
         long_only, short_only, longshort = run_sync(all_systems())
         oracle = oracle_episodes(problems, reasoner.tokenizer, seed)
+        extra = {}
+        for name, (long_dir, short_dir) in (pairs or {}).items():
+            say(f"running {name}")
+            extra[name] = _run_pair(long_dir, short_dir, questions, golds, device=device, max_batch_size=max_batch_size)
     finally:
         reasoner.close()
         base.close()
     wall = time.perf_counter() - start
-    named = dict(zip(SYSTEMS, (long_only, short_only, longshort, oracle), strict=True))
+    named = dict(zip(SYSTEMS, (long_only, short_only, longshort, oracle), strict=True)) | extra
     rows = [summarize(name, eps, golds) for name, eps in named.items()]
     result = {
         "rows": [r.model_dump() for r in rows],
@@ -134,6 +143,24 @@ def run_demo(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _run_pair(long_dir, short_dir, questions, golds, *, device, max_batch_size: int) -> list:
+    """Long⊗Short episodes with another pair of agents (the SFT or RL rows)."""
+    from longshort.agents import Agent, TransformersBackend
+    from longshort.evals.systems import run_longshort
+    from longshort.training.sft import load_trained
+
+    backends = []
+    try:
+        for path in (long_dir, short_dir):
+            model = load_trained(path, dtype="float32" if device in (None, "cpu") else None)
+            backends.append(TransformersBackend(model, path, device=device, max_batch_size=max_batch_size))
+        long, short = Agent("long", backends[0]), Agent("short", backends[1])
+        return run_sync(run_longshort(long, short, questions, references=golds))
+    finally:
+        for b in backends:
+            b.close()
 
 
 def print_table(result: dict, console) -> None:

@@ -106,13 +106,24 @@ def demo(
     seed: int = typer.Option(0, "--seed", min=0, help="Draws other held-out problems."),
     out: Path = typer.Option(Path("demo"), "--out", help="Writes demo.json, episodes.jsonl and demo.png here."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    pair: list[str] = typer.Option(
+        None, "--pair", help="Another Long⊗Short row, NAME=LONG_DIR,SHORT_DIR (e.g. fine-tuned agents); repeatable."
+    ),
 ) -> None:
     """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle."""
     from longshort.errors import ChecksumError
     from longshort.evals.demo import print_table, run_demo
 
+    pairs = {}
+    for spec in pair or []:
+        name, _, dirs = spec.partition("=")
+        paths = _csv(dirs)
+        if not name or len(paths) != 2 or not all(Path(p).is_dir() for p in paths):
+            _fail(f"--pair {spec!r}: expected NAME=LONG_DIR,SHORT_DIR with two existing directories")
+        pairs[name] = (paths[0], paths[1])
     try:
-        result = run_demo(n=n, seed=seed, out=out, device=device, progress=lambda m: console.print(f"[dim]{m}[/]"))
+        say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+        result = run_demo(n=n, seed=seed, out=out, device=device, progress=say, pairs=pairs)
     except (ChecksumError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     except KeyboardInterrupt:

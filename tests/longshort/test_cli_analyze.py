@@ -50,6 +50,13 @@ def test_testbed_analysis_then_cold_start_end_to_end(tmp_path):
         args = ["train", "sft", "--agent", agent, "--data", str(tmp_path / "coldstart" / "significance")]
         _ok([*args, "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--device", "cpu"])
         assert (out / "model.safetensors").exists() and (out / "sft_info.json").exists()
+    # and the demo gains the fine-tuned pair's row
+    pair = f"longshort-sft={tmp_path / 'sft-long'},{tmp_path / 'sft-short'}"
+    _ok(["demo", "--n", "2", "--out", str(tmp_path / "demo"), "--pair", pair])
+    rows = {r["system"]: r for r in json.loads((tmp_path / "demo" / "demo.json").read_text())["rows"]}
+    assert rows["longshort-sft"]["n"] == 2 and "long-only" in rows
+    wrong = runner.invoke(app, ["demo", "--n", "2", "--pair", "nodirs"])
+    assert wrong.exit_code == 2 and "NAME=LONG_DIR,SHORT_DIR" in wrong.output
     bad = runner.invoke(app, ["train", "data", "--analysis", str(tmp_path), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "analyze chunk --testbed" in bad.output
 
