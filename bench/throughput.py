@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -132,6 +133,26 @@ def _generate_chunks(model, tok, prompts, new_tokens: int, batch_size: int, temp
         )
 
 
+def one_trial(long_backend, short_backend, qs, args) -> dict:
+    """The graph's episodes, then raw ``generate`` of the same prompts and token counts; their ratio."""
+    n = len(qs)
+    graph = run_graph(long_backend, short_backend, qs, args)
+    if long_backend is short_backend:
+        shares = [(long_agent(long_backend), graph["generated_tokens"] / n)]
+    else:  # each model generates its own share of the tokens, one after the other
+        shares = [
+            (long_agent(long_backend), graph["mean_tokens_long"]),
+            (short_agent(short_backend), graph["mean_tokens_short"]),
+        ]
+    raws = [
+        run_raw(agent, qs, max(1, round(tokens)), args.max_batch_size, args.temperature) for agent, tokens in shares
+    ]
+    total = sum(r["generated_tokens"] for r in raws)
+    raw = {"wall_s": sum(r["wall_s"] for r in raws), "generated_tokens": total, "parts": raws}
+    raw["tokens_per_s"] = total / raw["wall_s"]
+    return {"graph": graph, "raw": raw, "ratio": graph["tokens_per_s"] / raw["tokens_per_s"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", help="model directory or hub id; default: a random-weight testbed-size Qwen2")
@@ -145,6 +166,7 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="graph/raw pairs per N; the median ratio is reported")
     p.add_argument("--out", default=None, help="results JSON (default results/throughput-<device>.json)")
     args = p.parse_args()
 
@@ -166,42 +188,15 @@ def main() -> None:
     rows = []
     for n in [int(x) for x in args.n.split(",")]:
         qs = make_questions(n, args.seed)
-        graph = run_graph(long_backend, short_backend, qs, args)
-        if long_backend is short_backend:
-            raws = [
-                run_raw(
-                    long_agent(long_backend),
-                    qs,
-                    max(1, round(graph["generated_tokens"] / n)),
-                    args.max_batch_size,
-                    args.temperature,
-                )
-            ]
-        else:  # each model generates its own share of the tokens, one after the other
-            raws = [
-                run_raw(
-                    long_agent(long_backend),
-                    qs,
-                    max(1, round(graph["mean_tokens_long"])),
-                    args.max_batch_size,
-                    args.temperature,
-                ),
-                run_raw(
-                    short_agent(short_backend),
-                    qs,
-                    max(1, round(graph["mean_tokens_short"])),
-                    args.max_batch_size,
-                    args.temperature,
-                ),
-            ]
-        total = sum(r["generated_tokens"] for r in raws)
-        raw = {"wall_s": sum(r["wall_s"] for r in raws), "generated_tokens": total, "parts": raws}
-        raw["tokens_per_s"] = total / raw["wall_s"]
-        row = {"n": n, "graph": graph, "raw": raw, "ratio": graph["tokens_per_s"] / raw["tokens_per_s"]}
+        trials = [one_trial(long_backend, short_backend, qs, args) for _ in range(args.repeats)]
+        ratios = sorted(t["ratio"] for t in trials)
+        row = {"n": n, **trials[0], "ratio": statistics.median(ratios), "ratios": ratios, "trials": trials[1:]}
         rows.append(row)
+        graph, raw = row["graph"], row["raw"]
         print(
             f"N={n:4d}  graph {graph['tokens_per_s']:9.0f} tok/s ({graph['mean_turns']:.1f} turns/ep, "
-            f"{graph['statuses']})  raw {raw['tokens_per_s']:9.0f} tok/s  ratio {row['ratio']:.2f}",
+            f"{graph['statuses']})  raw {raw['tokens_per_s']:9.0f} tok/s  "
+            f"ratio {row['ratio']:.2f} (median of {' '.join(f'{r:.2f}' for r in ratios)})",
             flush=True,
         )
     for b in _distinct(long_backend, short_backend):
