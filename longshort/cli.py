@@ -106,6 +106,11 @@ def demo(
     seed: int = typer.Option(0, "--seed", min=0, help="Draws other held-out problems."),
     out: Path = typer.Option(Path("demo"), "--out", help="Writes demo.json, episodes.jsonl and demo.png here."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    checkpoints: Path = typer.Option(
+        None,
+        "--checkpoints",
+        help="Another testbed assets folder (default: the shipped one); verified by its manifest.",
+    ),
     pair: list[str] = typer.Option(
         None, "--pair", help="Another Long⊗Short row, NAME=LONG_DIR,SHORT_DIR (e.g. fine-tuned agents); repeatable."
     ),
@@ -123,7 +128,7 @@ def demo(
         pairs[name] = (paths[0], paths[1])
     try:
         say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
-        result = run_demo(n=n, seed=seed, out=out, device=device, progress=say, pairs=pairs)
+        result = run_demo(n=n, seed=seed, out=out, device=device, progress=say, pairs=pairs, checkpoints=checkpoints)
     except (ChecksumError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -257,6 +262,7 @@ def testbed_train(
     seed: int = typer.Option(0, "--seed", min=0),
     device: str = typer.Option(None, "--device"),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Stop and save after this much training time."),
+    init: str = typer.Option(None, "--init", help="Continue from this assets folder's model instead of from scratch."),
 ) -> None:
     """Train one testbed model from scratch (TRL SFTTrainer); see training/testbed/train.py."""
     from longshort.training.testbed.train import TestbedTrainConfig, train
@@ -285,7 +291,8 @@ def testbed_build(
     vocab_size: int = typer.Option(1024, "--vocab-size", min=300),
     seed: int = typer.Option(0, "--seed", min=0),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Per-model training time limit."),
-    eval_n: int = typer.Option(500, "--eval-n", min=1),
+    init: str = typer.Option(None, "--init", help="Continue from this assets folder's models instead of from scratch."),
+    eval_n: int = typer.Option(500, "--eval-n", min=0, help="0: train only; `testbed measure` later."),
     results: Path = typer.Option(Path("results/testbed.json"), "--results"),
     models: str = typer.Option(
         "reasoner,base", "--models", help="Which to train; the others (and the tokenizer) are kept from --assets."
@@ -308,6 +315,7 @@ def testbed_build(
         vocab_size=vocab_size,
         seed=seed,
         max_seconds=max_seconds,
+        init=init,
     )
     Path(out).mkdir(parents=True, exist_ok=True)
     try:
@@ -315,6 +323,24 @@ def testbed_build(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     console.print_json(data=result["metrics"])
+
+
+@testbed_app.command("measure")
+def testbed_measure(
+    assets: Path = typer.Option(..., "--assets", help="A testbed assets folder (from `testbed build`)."),
+    eval_n: int = typer.Option(500, "--eval-n", min=1),
+    eval_seed: int = typer.Option(0, "--eval-seed", min=0),
+    results: Path = typer.Option(Path("results/testbed.json"), "--results"),
+    device: str = typer.Option(None, "--device", help="Default: cuda if available."),
+) -> None:
+    """Measure the issue's numbers for built assets and write them into their manifest."""
+    from longshort.training.testbed.build import measure
+
+    try:
+        result = measure(assets, eval_n=eval_n, eval_seed=eval_seed, results=results, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print_json(data={k: v for k, v in result["metrics"].items() if k != "rows"})
 
 
 @app.callback()

@@ -67,3 +67,42 @@ def test_build_can_retrain_one_model_and_keep_the_other(tmp_path):
 
     bad = CliRunner().invoke(app, ["testbed", "build", "--models", "teacher", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "subset" in bad.output
+
+
+def test_init_continues_from_a_checkpoint_and_records_the_chain(tmp_path):
+    """`--init` starts from the shipped weights (not random ones) and keeps the earlier run's record."""
+    from safetensors.torch import load_file
+
+    from longshort.training.testbed.checkpoints import assets_dir, sha256_file
+
+    args = ["testbed", "train", "--model", "reasoner", "--out", str(tmp_path), "--n-train", "4", "--steps", "1"]
+    args += ["--batch-size", "1", "--lr", "1e-9", "--init", str(assets_dir()), "--seed", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "reasoner" / "train_info.json").read_text())
+    shipped = assets_dir() / "reasoner"
+    assert info["init"]["sha256"] == sha256_file(shipped / "model.safetensors")
+    assert info["init"]["train_info"] == json.loads((shipped / "train_info.json").read_text())
+    before, after = load_file(shipped / "model.safetensors"), load_file(tmp_path / "reasoner" / "model.safetensors")
+    # one step at lr 1e-9 from the shipped weights stays on them; a random init would not
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-2) for k in before)
+
+    missing = CliRunner().invoke(app, [*args[:-4], "--init", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0
+
+
+def test_measure_writes_the_numbers_into_an_unmeasured_manifest(tmp_path):
+    import shutil
+
+    from longshort.training.testbed.checkpoints import assets_dir, verify, write_manifest
+
+    assets = tmp_path / "assets"
+    shutil.copytree(assets_dir(), assets)
+    write_manifest(assets, command="longshort testbed build --eval-n 0", seed=0, metrics={"train_seconds": 1.0})
+    args = ["testbed", "measure", "--assets", str(assets), "--eval-n", "2", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--results", str(tmp_path / "testbed.json")])
+    assert result.exit_code == 0, result.output
+    manifest = verify(assets)
+    assert manifest.metrics["eval_n"] == 2 and manifest.metrics["train_seconds"] == 1.0
+    assert "long_only_accuracy" in json.loads((tmp_path / "testbed.json").read_text())["metrics"]
+    assert CliRunner().invoke(app, ["testbed", "measure", "--assets", str(tmp_path)]).exit_code != 0

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 from longshort.training.testbed.train import TestbedTrainConfig, load_or_train_tokenizer
@@ -57,11 +57,8 @@ def build(
     results: Path | None = None,
     models: tuple[str, ...] = MODELS,
 ) -> dict:
-    from longshort.evals.demo import run_demo
-    from longshort.provenance import run_metadata, write_json_atomic
     from longshort.training.testbed.checkpoints import write_manifest
     from longshort.training.testbed.tasks import generate_problems
-    from longshort.training.testbed.teachers import teacher_stats, tokenizer_counter
 
     out = Path(config.out)
     unknown = set(models) - set(MODELS)
@@ -78,7 +75,7 @@ def build(
                 shutil.copy2(assets / kind / name, out / "tokenizer" / name)
     start = time.perf_counter()
     problems = generate_problems("train", config.n_train, seed=config.seed, n_ops=config.n_ops)
-    tokenizer = load_or_train_tokenizer(config, problems)
+    load_or_train_tokenizer(config, problems)  # once, before the two trainings read it
     procs = {
         kind: subprocess.Popen(
             [sys.executable, "-m", "longshort.cli", "testbed", "train", "--model", kind, *_train_args(config)],
@@ -100,13 +97,50 @@ def build(
         for name in _SHIPPED:
             if (out / kind / name).exists():
                 shutil.copy2(out / kind / name, staging / kind / name)
-    command = " ".join(["longshort", *sys.argv[1:]]) if "testbed" in sys.argv else "longshort.training.testbed.build"
-    write_manifest(staging, command=command, seed=config.seed, metrics={})
+    command = _command("longshort.training.testbed.build")
+    write_manifest(staging, command=command, seed=config.seed, metrics={"train_seconds": train_s}, **_provenance())
+    if eval_n:  # measured before the swap, so a failed evaluation leaves the old assets in place
+        result = measure(staging, eval_n=eval_n, eval_seed=eval_seed, results=results, out=out / "eval")
+    shutil.rmtree(assets, ignore_errors=True)
+    staging.rename(assets)
+    return result if eval_n else {"metrics": {"train_seconds": train_s}}
 
-    demo = run_demo(n=eval_n, seed=eval_seed, out=out / "eval", device=None, checkpoints=staging, max_batch_size=512)
+
+def measure(
+    assets: Path,
+    *,
+    eval_n: int = 500,
+    eval_seed: int = 0,
+    results: Path | None = None,
+    out: Path | None = None,
+    device: str | None = None,
+) -> dict:
+    """The issue's numbers for the models in ``assets``, written into its manifest and ``results``.
+
+    Split from training so that a GPU lease shorter than training plus evaluation can do one, then
+    the other (``longshort testbed measure``).
+    """
+    import json
+
+    from transformers import AutoTokenizer
+
+    from longshort.evals.demo import run_demo
+    from longshort.provenance import run_metadata, write_json_atomic
+    from longshort.training.testbed.checkpoints import Manifest, write_manifest
+    from longshort.training.testbed.tasks import generate_problems
+    from longshort.training.testbed.teachers import teacher_stats, tokenizer_counter
+
+    manifest_path = assets / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no manifest at {manifest_path}: not a testbed assets folder")
+    before = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+    info = json.loads((assets / "reasoner" / "train_info.json").read_text())["config"]
+    out = out or assets.with_name(assets.name + ".eval")
+    demo = run_demo(n=eval_n, seed=eval_seed, out=out, device=device, checkpoints=assets, max_batch_size=512)
     rows = {r["system"]: r for r in demo["rows"]}
-    test_problems = generate_problems("test", eval_n, seed=eval_seed, n_ops=config.n_ops)
-    stats = teacher_stats(test_problems, seed=config.seed, count=tokenizer_counter(tokenizer))
+    tokenizer = AutoTokenizer.from_pretrained(assets / "reasoner")
+    test_problems = generate_problems("test", eval_n, seed=eval_seed, n_ops=info["n_ops"])
+    stats = teacher_stats(test_problems, seed=info["seed"], count=tokenizer_counter(tokenizer))
     metrics = {
         "eval_n": eval_n,
         "eval_seed": eval_seed,
@@ -117,19 +151,25 @@ def build(
         "long_to_short_token_ratio": rows["long-only"]["mean_tokens"] / rows["short-only"]["mean_tokens"],
         "needed_token_fraction": stats.needed_fraction,
         "rows": demo["rows"],
-        "train_seconds": train_s,
+        "train_seconds": before.metrics.get("train_seconds"),
     }
-    manifest = write_manifest(staging, command=command, seed=config.seed, metrics=metrics, **_provenance())
-    shutil.rmtree(assets, ignore_errors=True)
-    staging.rename(assets)
+    command = before.command
+    if "testbed measure" in " ".join(sys.argv):
+        command = f"{command} && {_command('longshort.training.testbed.build.measure')}"
+    extra = before.model_dump(include={"created", "git_commit", "device"})
+    manifest = write_manifest(assets, command=command, seed=before.seed, metrics=metrics, **extra)
     result = {
         "metrics": metrics,
         "teacher": stats.model_dump(),
         "manifest": manifest.model_dump(),
-        **run_metadata(**asdict(config), eval_n=eval_n),
+        **run_metadata(**info, eval_n=eval_n),
     }
     write_json_atomic(result, results or Path("results") / "testbed.json")
     return result
+
+
+def _command(fallback: str) -> str:
+    return " ".join(["longshort", *sys.argv[1:]]) if "testbed" in sys.argv else fallback
 
 
 def _provenance() -> dict:

@@ -46,6 +46,13 @@ class TestbedTrainConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed for problems, teachers, init and data order"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda if available)"})
+    init: str | None = field(
+        default=None,
+        metadata={
+            "help": "continue from the model of the same kind in this assets folder (and its tokenizer) instead "
+            "of a random init: one long run split over several GPU leases; the chain is kept in train_info.json"
+        },
+    )
     max_seconds: float | None = field(
         default=None,
         metadata={
@@ -106,12 +113,43 @@ def load_or_train_tokenizer(config: TestbedTrainConfig, problems):
 
     from longshort.training.testbed.data import build_tokenizer
 
+    if config.init:  # a continued model keeps the token ids it learned
+        return AutoTokenizer.from_pretrained(_init_dir(config))
     path = Path(config.out) / "tokenizer"
     if (path / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(path)
     tokenizer = build_tokenizer(problems[:2000], vocab_size=config.vocab_size, seed=config.seed)
     tokenizer.save_pretrained(path)
     return tokenizer
+
+
+def _init_dir(config: TestbedTrainConfig) -> Path:
+    path = Path(config.init) / config.model
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"--init {config.init}: no {config.model} model at {path}")
+    return path
+
+
+def _init_record(config: TestbedTrainConfig) -> dict | None:
+    """Where a continued model came from: the file's hash and the earlier run's own record."""
+    if not config.init:
+        return None
+    from longshort.training.testbed.checkpoints import sha256_file
+
+    path = _init_dir(config)
+    earlier = path / "train_info.json"
+    return {
+        "path": str(path),
+        "sha256": sha256_file(path / "model.safetensors"),
+        "train_info": json.loads(earlier.read_text()) if earlier.exists() else None,
+    }
+
+
+def _load_init(config: TestbedTrainConfig):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(_init_dir(config), dtype=torch.float32)
 
 
 def train(config: TestbedTrainConfig) -> Path:
@@ -133,15 +171,19 @@ def train(config: TestbedTrainConfig) -> Path:
     longest = max(len(r["input_ids"]) for r in rows)
     if longest > config.max_positions:
         raise ValueError(f"a training row has {longest} tokens > max_positions {config.max_positions}")
-    model = make_model(
-        tokenizer,
-        hidden_size=config.hidden_size,
-        layers=config.layers,
-        heads=config.heads,
-        kv_heads=config.heads,
-        max_positions=config.max_positions,
-        seed=config.seed,
-    )
+    init = _init_record(config)
+    if init:
+        model = _load_init(config)
+    else:
+        model = make_model(
+            tokenizer,
+            hidden_size=config.hidden_size,
+            layers=config.layers,
+            heads=config.heads,
+            kv_heads=config.heads,
+            max_positions=config.max_positions,
+            seed=config.seed,
+        )
     out = Path(config.out) / config.model
     args = SFTConfig(
         output_dir=str(out / "trainer"),
@@ -192,6 +234,7 @@ def train(config: TestbedTrainConfig) -> Path:
         "rows": len(rows),
         "longest_row": longest,
         "device": device,
+        "init": init,
     }
     (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
