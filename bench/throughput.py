@@ -7,11 +7,17 @@
 For each N, side by side in one process with the same model:
   graph  N episodes via ``reasoner.abatch`` (the transformers backend batches their turns into
          shared forward passes, admitting new turns into the running batch);
-  raw    one batched ``model.generate`` of the same N first-turn prompts, each row forced to the
-         mean number of tokens the episodes generated (``min_new_tokens = max_new_tokens``): the
-         same prompts and the same total tokens, with none of the protocol's turn structure.
-The ratio graph/raw says how much of the hardware's batched throughput survives the multi-turn
-protocol. Results (with the device name) go to ``results/throughput-<device>.json``.
+  raw    batched ``model.generate`` of the same N first-turn prompts with each model, with none of
+         the protocol's turn structure, in two versions:
+         - same lengths: row i generates exactly the tokens episode i generated with that model.
+           ``generate`` batches statically, so the batch runs until its longest row is done and
+           only the rows' own tokens count (rows are forced with ``min_new_tokens``, which costs
+           the same as a row that has stopped and is padded);
+         - mean length: every row generates the episodes' mean, no length spread at all: an upper
+           bound that no workload of varying lengths reaches, reported beside it.
+``ratio`` = graph / raw at the same lengths (the issue's "same prompts and lengths");
+``ratio_mean_length`` = graph / the mean-length bound. Results (with the device name) go to
+``results/throughput-<device>.json``.
 """
 
 from __future__ import annotations
@@ -81,76 +87,99 @@ def run_graph(long_backend, short_backend, qs, args) -> dict:
     for o in outs:
         statuses[o["status"]] = statuses.get(o["status"], 0) + 1
     n = len(outs)
+    kept = sum(o["tokens"]["total"] for o in outs)
     return {
         "wall_s": wall,
-        "generated_tokens": delta["generated_tokens"],
-        "tokens_per_s": delta["generated_tokens"] / wall,
+        # the tokens the episodes kept: a malformed turn's discarded first attempt is overhead
+        "generated_tokens": kept,
+        "tokens_per_s": kept / wall,
+        "backend_tokens": delta["generated_tokens"],
         "mean_turns": sum(len(o["turns"]) for o in outs) / n,
         "mean_tokens_long": sum(o["tokens"]["long"] for o in outs) / n,
         "mean_tokens_short": sum(o["tokens"]["short"] for o in outs) / n,
         "statuses": statuses,
         "requests": delta["requests"],
+        "per_episode": [o["tokens"] for o in outs],
     }
 
 
 @torch.inference_mode()
-def run_raw(agent, qs, new_tokens: int, batch_size: int, temperature: float) -> dict:
-    """``model.generate`` of each question's first view for this agent, every row forced to ``new_tokens``."""
+def run_raw(agent, qs, lengths: list[int], batch_size: int, temperature: float) -> dict:
+    """``model.generate`` of each question's first view for this agent; row i counts ``lengths[i]`` tokens.
+
+    Each chunk of ``batch_size`` rows runs to its longest row, as a static batch does.
+    """
     backend = agent.backend
     model, tok = backend.model, backend.tokenizer
     prompts = [agent.prompt_ids(q) for q in qs]
     if backend.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
+    steps = 0
     with attention_kernels(backend.device):  # the same attention kernels as the backend's decode loop
-        _generate_chunks(model, tok, prompts, new_tokens, batch_size, temperature, backend.device)
+        for i in range(0, len(prompts), batch_size):
+            longest = max(lengths[i : i + batch_size])
+            if longest > 0:
+                _generate(model, tok, prompts[i : i + batch_size], longest, temperature, backend.device)
+                steps += longest
     if backend.device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - start
-    total = new_tokens * len(prompts)
-    return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "new_tokens_per_row": new_tokens}
+    total = sum(lengths)
+    return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "decode_steps": steps}
 
 
-def _generate_chunks(model, tok, prompts, new_tokens: int, batch_size: int, temperature: float, device) -> None:
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i : i + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, p in enumerate(chunk):  # left padding, as generate expects for decoder-only models
-            ids[r, width - len(p) :] = torch.tensor(p)
-            mask[r, width - len(p) :] = 1
-        model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_k=0,
-            top_p=1.0,
-            pad_token_id=tok.pad_token_id,
-        )
+def _generate(model, tok, prompts, new_tokens: int, temperature: float, device) -> None:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, p in enumerate(prompts):  # left padding, as generate expects for decoder-only models
+        ids[r, width - len(p) :] = torch.tensor(p)
+        mask[r, width - len(p) :] = 1
+    model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=temperature > 0,
+        temperature=temperature if temperature > 0 else None,
+        top_k=0,
+        top_p=1.0,
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+def _raw_total(raws: list[dict]) -> dict:
+    total = sum(r["generated_tokens"] for r in raws)
+    wall = sum(r["wall_s"] for r in raws)
+    return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "parts": raws}
 
 
 def one_trial(long_backend, short_backend, qs, args) -> dict:
-    """The graph's episodes, then raw ``generate`` of the same prompts and token counts; their ratio."""
-    n = len(qs)
+    """The graph's episodes, then raw ``generate`` of the same prompts and token counts; the ratios."""
     graph = run_graph(long_backend, short_backend, qs, args)
+    per_episode = graph.pop("per_episode")
     if long_backend is short_backend:
-        shares = [(long_agent(long_backend), graph["generated_tokens"] / n)]
+        shares = [(long_agent(long_backend), [e["long"] + e["short"] for e in per_episode])]
     else:  # each model generates its own share of the tokens, one after the other
         shares = [
-            (long_agent(long_backend), graph["mean_tokens_long"]),
-            (short_agent(short_backend), graph["mean_tokens_short"]),
+            (long_agent(long_backend), [e["long"] for e in per_episode]),
+            (short_agent(short_backend), [e["short"] for e in per_episode]),
         ]
-    raws = [
-        run_raw(agent, qs, max(1, round(tokens)), args.max_batch_size, args.temperature) for agent, tokens in shares
+    same = [run_raw(agent, qs, lengths, args.max_batch_size, args.temperature) for agent, lengths in shares]
+    mean = [
+        run_raw(agent, qs, [round(sum(lengths) / len(lengths))] * len(lengths), args.max_batch_size, args.temperature)
+        for agent, lengths in shares
+        if sum(lengths)
     ]
-    total = sum(r["generated_tokens"] for r in raws)
-    raw = {"wall_s": sum(r["wall_s"] for r in raws), "generated_tokens": total, "parts": raws}
-    raw["tokens_per_s"] = total / raw["wall_s"]
-    return {"graph": graph, "raw": raw, "ratio": graph["tokens_per_s"] / raw["tokens_per_s"]}
+    raw, raw_mean = _raw_total(same), _raw_total(mean)
+    return {
+        "graph": graph,
+        "raw": raw,
+        "raw_mean_length": raw_mean,
+        "ratio": graph["tokens_per_s"] / raw["tokens_per_s"],
+        "ratio_mean_length": graph["tokens_per_s"] / raw_mean["tokens_per_s"],
+    }
 
 
 def main() -> None:
@@ -190,13 +219,23 @@ def main() -> None:
         qs = make_questions(n, args.seed)
         trials = [one_trial(long_backend, short_backend, qs, args) for _ in range(args.repeats)]
         ratios = sorted(t["ratio"] for t in trials)
-        row = {"n": n, **trials[0], "ratio": statistics.median(ratios), "ratios": ratios, "trials": trials[1:]}
+        mean_ratios = sorted(t["ratio_mean_length"] for t in trials)
+        row = {
+            "n": n,
+            **trials[0],
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+            "ratio_mean_length": statistics.median(mean_ratios),
+            "ratios_mean_length": mean_ratios,
+            "trials": trials[1:],
+        }
         rows.append(row)
         graph, raw = row["graph"], row["raw"]
         print(
             f"N={n:4d}  graph {graph['tokens_per_s']:9.0f} tok/s ({graph['mean_turns']:.1f} turns/ep, "
             f"{graph['statuses']})  raw {raw['tokens_per_s']:9.0f} tok/s  "
-            f"ratio {row['ratio']:.2f} (median of {' '.join(f'{r:.2f}' for r in ratios)})",
+            f"ratio {row['ratio']:.2f} (median of {' '.join(f'{r:.2f}' for r in ratios)}; "
+            f"vs the mean-length bound {row['ratio_mean_length']:.2f})",
             flush=True,
         )
     for b in _distinct(long_backend, short_backend):

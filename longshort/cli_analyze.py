@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from longshort._console import console
 from longshort._console import fail as _fail
+from longshort.training.importance import DEFAULT_METRIC
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Thought analysis: chunk, Monte Carlo rollouts, scores, report.")
 
@@ -258,7 +259,7 @@ def score(
 def report_(
     dir: Path = _DIR,
     out: Path = typer.Option(None, "--out", help="where analysis.json and the PNGs go (default: --dir)"),
-    metric: str = typer.Option("significance", "--metric", help="default metric: significance or paper"),
+    metric: str = typer.Option(DEFAULT_METRIC, "--metric", help="the headline metric: paper or significance"),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0),
     model: str = _MODEL,
     base_url: str = _BASE_URL,

@@ -17,6 +17,7 @@ import typer
 
 from longshort._console import console
 from longshort._console import fail as _fail
+from longshort.training.importance import DEFAULT_METRIC
 
 train_app = typer.Typer(no_args_is_help=True, help="Training: cold-start SFT of each agent.")
 
@@ -94,7 +95,7 @@ def sft(
 def data_(
     analysis: Path = typer.Option(Path("runs/analysis"), "--analysis", help="analysis directory (chunks + rollouts)"),
     out: Path = typer.Option(Path("runs/coldstart/sft"), "--out", help="dialogues.jsonl, long/, short/, data.json"),
-    source: str = typer.Option("significance", "--source", help="significance, paper, or random (the ablation)"),
+    source: str = typer.Option(DEFAULT_METRIC, "--source", help="paper, significance, or random (the ablation)"),
     rewriter: str = typer.Option("testbed", "--rewriter", help="testbed, or llm (with --llm-model)"),
     llm_model: str = typer.Option(None, "--llm-model"),
     llm_base_url: str = typer.Option(None, "--llm-base-url"),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from longshort.training.importance import METRICS, Metric, auroc, select_long, thought_scores
+from longshort.training.importance import DEFAULT_METRIC, METRICS, Metric, auroc, select_long, thought_scores
 from longshort.training.rollouts import (
     AnalysisError,
     AnalysisProblem,
@@ -31,9 +31,6 @@ from longshort.training.rollouts import (
     RolloutRecord,
     prefix_jobs,
 )
-
-DEFAULT_METRIC: Metric = "significance"
-
 
 # ------------------------------------------------------------------------------------ problems
 

@@ -22,6 +22,10 @@ from typing import Literal
 
 Metric = Literal["paper", "significance"]
 METRICS: tuple[str, ...] = ("paper", "significance")
+#: The default, chosen by measurement: on the testbed (40 held-out problems, N = 64 rollouts, H200)
+#: the paper's metric scored AUROC 0.82 against 0.80 for the significance variant, and higher at
+#: every N from 4 to 64 (results/analysis-testbed-nvidia-h200.json).
+DEFAULT_METRIC: Metric = "paper"
 DELTA = 0.25
 
 
@@ -60,7 +64,7 @@ def thought_scores(
     correct: Sequence[int],
     totals: Sequence[int],
     *,
-    metric: Metric = "significance",
+    metric: Metric = DEFAULT_METRIC,
     alpha: float = 0.05,
     delta: float = DELTA,
 ) -> list[float]:

@@ -23,6 +23,10 @@ def test_throughput_bench(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["n"] for r in rows] == [1, 2] and all(len(r["ratios"]) == 2 for r in rows)
     assert all(min(r["ratios"]) <= r["ratio"] <= max(r["ratios"]) for r in rows)
+    for r in rows:  # the raw baseline generates exactly the tokens the episodes kept, to the longest row
+        assert r["raw"]["generated_tokens"] == r["graph"]["generated_tokens"] > 0
+        assert r["raw"]["parts"][0]["decode_steps"] <= 16
+        assert r["raw_mean_length"]["generated_tokens"] > 0 and r["ratio_mean_length"] > 0
 
 
 def test_rollout_sharing_bench(tmp_path):
@@ -31,3 +35,12 @@ def test_rollout_sharing_bench(tmp_path):
     result = json.loads(out.read_text())
     assert result["identical_outcomes"] is True and "identical outcomes: True" in stdout
     assert result["shared"]["shared_prefill_rows"] > 0 and result["unshared"]["shared_prefill_rows"] == 0
+
+
+def test_rollout_sharing_bench_on_a_random_model_of_another_size(tmp_path):
+    out = tmp_path / "r.json"
+    args = ["--random-size", "64,1", "--problems", "1", "--n", "2", "--max-new-tokens", "4", "--out", str(out)]
+    _run("bench.rollout_sharing", *args)
+    result = json.loads(out.read_text())
+    assert result["identical_outcomes"] is True and result["config"]["random_size"] == "64,1"
+    assert result["shared"]["generated_tokens"] > 0

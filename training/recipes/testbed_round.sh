@@ -36,12 +36,12 @@ for stage in "$@"; do
   coldstart)
     longshort analyze chunk --testbed --split train --n "$N_TRAIN_PROBLEMS" --out "$RUNS/coldstart"
     longshort analyze rollout --dir "$RUNS/coldstart" --model "$ASSETS/base" --device "$DEVICE" --n-rollouts "$N_DATA_ROLL"
-    for source in significance paper random; do
+    for source in paper significance random; do
       longshort train data --analysis "$RUNS/coldstart" --out "$RUNS/data-$source" --source "$source" \
         --long-tokenizer "$ASSETS/reasoner" --short-tokenizer "$ASSETS/base"
     done ;;
   sft)
-    for source in significance paper random; do
+    for source in paper significance random; do
       longshort train sft --agent long --data "$RUNS/data-$source" --model "$ASSETS/reasoner" \
         --out "$RUNS/sft-$source-long" --max-steps "$SFT_STEPS" --device "$DEVICE"
       longshort train sft --agent short --data "$RUNS/data-$source" --model "$ASSETS/base" \
@@ -49,8 +49,8 @@ for stage in "$@"; do
     done ;;
   demo)
     pairs=()
-    for source in significance paper random; do
-      name=longshort-sft; [ "$source" = significance ] || name=longshort-sft-$source
+    for source in paper significance random; do
+      name=longshort-sft; [ "$source" = paper ] || name=longshort-sft-$source
       pairs+=(--pair "$name=$RUNS/sft-$source-long,$RUNS/sft-$source-short")
     done
     longshort demo --n "$DEMO_N" --device "$DEVICE" --out "$RUNS/demo" --checkpoints "$ASSETS" "${pairs[@]}" ;;
