@@ -99,11 +99,15 @@ def build(
                 shutil.copy2(out / kind / name, staging / kind / name)
     command = _command("longshort.training.testbed.build")
     write_manifest(staging, command=command, seed=config.seed, metrics={"train_seconds": train_s}, **_provenance())
-    if eval_n:  # measured before the swap, so a failed evaluation leaves the old assets in place
-        result = measure(staging, eval_n=eval_n, eval_seed=eval_seed, results=results, out=out / "eval")
+    # measured before the swap, so a failed evaluation leaves the old assets in place
+    result = (
+        measure(staging, eval_n=eval_n, eval_seed=eval_seed, results=results, out=out / "eval")
+        if eval_n
+        else {"metrics": {"train_seconds": train_s}}
+    )
     shutil.rmtree(assets, ignore_errors=True)
     staging.rename(assets)
-    return result if eval_n else {"metrics": {"train_seconds": train_s}}
+    return result
 
 
 def measure(
