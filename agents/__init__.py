@@ -16,10 +16,12 @@ from longshort.agents.scripted import ScriptedBackend
 if TYPE_CHECKING:
     from longshort.agents.chat import ChatModelBackend, openai_backend
     from longshort.agents.hf import TransformersBackend
+    from longshort.agents.process import ProcessBackend
     from longshort.agents.vllm import VLLMBackend, is_vllm_available
 
 _LAZY = {
     "TransformersBackend": "longshort.agents.hf",
+    "ProcessBackend": "longshort.agents.process",
     "ChatModelBackend": "longshort.agents.chat",
     "openai_backend": "longshort.agents.chat",
     "VLLMBackend": "longshort.agents.vllm",
@@ -32,6 +34,7 @@ __all__ = [
     "ChatModelBackend",
     "GenerationRequest",
     "GenerationResult",
+    "ProcessBackend",
     "ScriptedBackend",
     "TransformersBackend",
     "VLLMBackend",

@@ -417,7 +417,7 @@ class TransformersBackend(Backend):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Enqueue ``requests`` and block until all are done (other callers batch alongside)."""
-        items = self._submit(requests)
+        items = self.submit(requests)
         futures = [x for x in items if isinstance(x, concurrent.futures.Future)]
         try:
             pending = set(futures)
@@ -432,7 +432,7 @@ class TransformersBackend(Backend):
 
     async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Like ``generate`` without blocking the event loop; cancelling the task frees its rows."""
-        items = self._submit(requests)
+        items = self.submit(requests)
         futures = [x for x in items if isinstance(x, concurrent.futures.Future)]
         wrapped = [asyncio.wrap_future(f) for f in futures]
         try:
@@ -482,8 +482,12 @@ class TransformersBackend(Backend):
 
     # ------------------------------------------------------------------ submission (caller threads)
 
-    def _submit(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | concurrent.futures.Future]:
-        """Validate each request; bad ones become error results at once, good ones are queued."""
+    def submit(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | concurrent.futures.Future]:
+        """Queue ``requests`` without waiting: a future per good request, an error result per bad one.
+
+        The building block of ``generate``/``agenerate`` and of ``ProcessBackend``'s child; cancelling a
+        future frees its row.
+        """
         self._check_running()
         items: list[GenerationResult | concurrent.futures.Future] = []
         jobs: list[_Job] = []

@@ -4,9 +4,12 @@
     python bench/throughput.py --model PATH --n 1,8,64,256          # a real checkpoint
     python bench/throughput.py --testbed --temperature 0 --n 1,8,64  # the shipped pair, real episodes
 
-For each N, side by side in one process with the same model:
+For each N, side by side in one run with the same models:
   graph  N episodes via ``reasoner.abatch`` (the transformers backend batches their turns into
-         shared forward passes, admitting new turns into the running batch);
+         shared forward passes, admitting new turns into the running batch), once per worker kind
+         (``--workers``): ``thread`` = each model's backend in this process (``TransformersBackend``),
+         ``process`` = each in a child process (``ProcessBackend``), so that the two models' host-bound
+         decode loops do not take turns on one interpreter lock;
   raw    batched ``model.generate`` of the same N first-turn prompts with each model, with none of
          the protocol's turn structure, in two versions:
          - same lengths: row i generates exactly the tokens episode i generated with that model.
@@ -16,7 +19,9 @@ For each N, side by side in one process with the same model:
          - mean length: every row generates the episodes' mean, no length spread at all: an upper
            bound that no workload of varying lengths reaches, reported beside it.
 ``ratio`` = graph / raw at the same lengths (the issue's "same prompts and lengths");
-``ratio_mean_length`` = graph / the mean-length bound. Results (with the device name) go to
+``ratio_mean_length`` = graph / the mean-length bound; ``ratio_<worker>`` for each worker kind, and
+``ratio`` is the first one listed. The raw lengths are the first worker kind's episodes (greedy
+episodes are identical under both). Results (with the device name) go to
 ``results/throughput-<device>.json``.
 """
 
@@ -32,7 +37,7 @@ from pathlib import Path
 import torch
 
 from longshort._async import run_sync
-from longshort.agents import TransformersBackend, long_agent, short_agent
+from longshort.agents import ProcessBackend, TransformersBackend, long_agent, short_agent
 from longshort.agents._kv import attention_kernels
 from longshort.graphs import build_reasoner
 from longshort.protocol import SYSTEM_PROMPTS
@@ -155,10 +160,14 @@ def _raw_total(raws: list[dict]) -> dict:
     return {"wall_s": wall, "generated_tokens": total, "tokens_per_s": total / wall, "parts": raws}
 
 
-def one_trial(long_backend, short_backend, qs, args) -> dict:
-    """The graph's episodes, then raw ``generate`` of the same prompts and token counts; the ratios."""
-    graph = run_graph(long_backend, short_backend, qs, args)
-    per_episode = graph.pop("per_episode")
+def one_trial(pairs: dict, long_backend, short_backend, qs, args) -> dict:
+    """The graph's episodes (per worker kind), then raw ``generate`` of the same prompts and token counts.
+
+    ``pairs`` maps a worker kind to its (long, short) backends; the raw baseline runs on the
+    in-process ``long_backend`` / ``short_backend``.
+    """
+    graphs = {worker: run_graph(*backends, qs, args) for worker, backends in pairs.items()}
+    per_episode = [g.pop("per_episode") for g in graphs.values()][0]
     if long_backend is short_backend:
         shares = [(long_agent(long_backend), [e["long"] + e["short"] for e in per_episode])]
     else:  # each model generates its own share of the tokens, one after the other
@@ -173,13 +182,18 @@ def one_trial(long_backend, short_backend, qs, args) -> dict:
         if sum(lengths)
     ]
     raw, raw_mean = _raw_total(same), _raw_total(mean)
-    return {
-        "graph": graph,
+    first = next(iter(graphs.values()))
+    trial = {
+        "graph": first,
         "raw": raw,
         "raw_mean_length": raw_mean,
-        "ratio": graph["tokens_per_s"] / raw["tokens_per_s"],
-        "ratio_mean_length": graph["tokens_per_s"] / raw_mean["tokens_per_s"],
+        "ratio": first["tokens_per_s"] / raw["tokens_per_s"],
+        "ratio_mean_length": first["tokens_per_s"] / raw_mean["tokens_per_s"],
     }
+    for worker, graph in graphs.items():
+        trial[f"graph_{worker}"] = graph
+        trial[f"ratio_{worker}"] = graph["tokens_per_s"] / raw["tokens_per_s"]
+    return trial
 
 
 def main() -> None:
@@ -196,6 +210,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-batch-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3, help="graph/raw pairs per N; the median ratio is reported")
+    p.add_argument(
+        "--workers",
+        default="process,thread",
+        help="comma-separated worker kinds for the graph runs: process (ProcessBackend), thread (TransformersBackend)",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--child-threads", type=int, default=None, help="torch threads in each ProcessBackend child")
     p.add_argument("--out", default=None, help="results JSON (default results/throughput-<device>.json)")
     args = p.parse_args()
 
@@ -203,42 +224,54 @@ def main() -> None:
         from longshort.training.testbed.checkpoints import checkpoint
         from longshort.training.testbed.tasks import generate_problems
 
-        long_backend = TransformersBackend(checkpoint("reasoner"), max_batch_size=args.max_batch_size)
-        short_backend = TransformersBackend(checkpoint("base"), max_batch_size=args.max_batch_size)
+        paths = (checkpoint("reasoner"), checkpoint("base"))
 
         def make_questions(n: int, seed: int) -> list[str]:
             return [p.question for p in generate_problems("test", n, seed=seed)]
     else:
         model = args.model or random_model_dir(args.hidden, args.layers)
-        long_backend = short_backend = TransformersBackend(model, max_batch_size=args.max_batch_size)
+        paths = (model, model)
         make_questions = questions
+    workers = [w.strip() for w in args.workers.split(",") if w.strip()]
+    if not workers or any(w not in ("process", "thread") for w in workers):
+        p.error(f"--workers takes process and/or thread, got {args.workers!r}")
+    kw = {"max_batch_size": args.max_batch_size, "device": args.device}
+    long_backend = TransformersBackend(paths[0], **kw)  # also the raw baseline's models
+    short_backend = long_backend if paths[1] == paths[0] else TransformersBackend(paths[1], **kw)
+    pairs = {}
+    for worker in workers:
+        if worker == "thread":
+            pairs[worker] = (long_backend, short_backend)
+        else:
+            lp = ProcessBackend(paths[0], num_threads=args.child_threads, **kw)
+            sp = lp if paths[1] == paths[0] else ProcessBackend(paths[1], num_threads=args.child_threads, **kw)
+            pairs[worker] = (lp, sp)
     params = sum(x.numel() for b in _distinct(long_backend, short_backend) for x in b.model.parameters())
-    run_graph(long_backend, short_backend, make_questions(4, 99), args)  # warm-up (kernels, allocator)
+    for backends in pairs.values():
+        run_graph(*backends, make_questions(4, 99), args)  # warm-up (kernels, allocator)
     rows = []
     for n in [int(x) for x in args.n.split(",")]:
         qs = make_questions(n, args.seed)
-        trials = [one_trial(long_backend, short_backend, qs, args) for _ in range(args.repeats)]
-        ratios = sorted(t["ratio"] for t in trials)
-        mean_ratios = sorted(t["ratio_mean_length"] for t in trials)
-        row = {
-            "n": n,
-            **trials[0],
-            "ratio": statistics.median(ratios),
-            "ratios": ratios,
-            "ratio_mean_length": statistics.median(mean_ratios),
-            "ratios_mean_length": mean_ratios,
-            "trials": trials[1:],
-        }
+        trials = [one_trial(pairs, long_backend, short_backend, qs, args) for _ in range(args.repeats)]
+        row = {"n": n, **trials[0], "trials": trials[1:]}
+        for key in ("ratio", "ratio_mean_length", *(f"ratio_{w}" for w in workers)):
+            values = sorted(t[key] for t in trials)
+            row[key] = statistics.median(values)
+            row[key.replace("ratio", "ratios", 1)] = values
         rows.append(row)
-        graph, raw = row["graph"], row["raw"]
+        raw = row["raw"]
+        per_worker = "  ".join(
+            f"{w}: {row[f'graph_{w}']['tokens_per_s']:8.0f} tok/s ratio {row[f'ratio_{w}']:.2f}"
+            f" ({' '.join(f'{r:.2f}' for r in row[f'ratios_{w}'])})"
+            for w in workers
+        )
+        graph = row["graph"]
         print(
-            f"N={n:4d}  graph {graph['tokens_per_s']:9.0f} tok/s ({graph['mean_turns']:.1f} turns/ep, "
-            f"{graph['statuses']})  raw {raw['tokens_per_s']:9.0f} tok/s  "
-            f"ratio {row['ratio']:.2f} (median of {' '.join(f'{r:.2f}' for r in ratios)}; "
-            f"vs the mean-length bound {row['ratio_mean_length']:.2f})",
+            f"N={n:4d}  {per_worker}  raw {raw['tokens_per_s']:8.0f} tok/s  ({graph['mean_turns']:.1f} turns/ep, "
+            f"{graph['statuses']}; {workers[0]} vs the mean-length bound {row['ratio_mean_length']:.2f})",
             flush=True,
         )
-    for b in _distinct(long_backend, short_backend):
+    for b in _distinct(long_backend, short_backend, *(b for pair in pairs.values() for b in pair)):
         b.close()
     device = device_name()
     out = args.out or f"results/throughput-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.json"

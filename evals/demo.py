@@ -3,9 +3,12 @@
 On held-out testbed problems it runs (a) long-only — the shipped reasoner alone, (b) short-only —
 the shipped base alone, (c) Long⊗Short through the graph with prompting only (reasoner as the
 long agent, base as the short agent: the paper's "prompt only, no SFT" row), and (d) the oracle
-split's tokens as a reference. All systems run concurrently so each model's backend batches
-their requests together. Writes ``OUT/demo.json``, ``OUT/episodes.jsonl`` and ``OUT/demo.png``
-only when everything has finished (an interrupted demo leaves nothing that looks complete).
+split's tokens as a reference. (a)-(c) run concurrently so each model's backend batches their
+requests together. Then one Long⊗Short row per SFT pair shipped in the same assets folder
+(``sft/<name>/``, written by ``longshort testbed ship-sft``, e.g. ``longshort-sft``) and one per
+``--pair`` (a ``--pair`` with a shipped pair's name replaces it). Writes ``OUT/demo.json``,
+``OUT/episodes.jsonl`` and ``OUT/demo.png`` only when everything has finished (an interrupted demo
+leaves nothing that looks complete).
 """
 
 from __future__ import annotations
@@ -78,15 +81,17 @@ def run_demo(
     max_batch_size: int = 128,
     progress=None,
     pairs: dict[str, tuple[str | Path, str | Path]] | None = None,
+    include_shipped: bool = True,
 ) -> dict:
     """Run the four rows on ``n`` held-out test problems drawn with ``seed``; return demo.json.
 
     ``pairs`` adds one Long⊗Short row per entry, ``{"longshort-sft": (long_dir, short_dir)}``:
-    fine-tuned agents (full models or LoRA adapters from ``longshort train sft``).
+    fine-tuned agents (full models or LoRA adapters from ``longshort train sft``). With
+    ``include_shipped`` the pairs shipped in the assets folder come first (same-named ``pairs`` win).
     """
     from longshort.agents import Agent, TransformersBackend
     from longshort.evals.systems import run_longshort, run_solo
-    from longshort.training.testbed.checkpoints import checkpoint
+    from longshort.training.testbed.checkpoints import checkpoint, shipped_pairs
     from longshort.training.testbed.tasks import generate_problems
 
     if n < 1:
@@ -94,6 +99,7 @@ def run_demo(
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     reasoner_dir, base_dir = checkpoint("reasoner", checkpoints), checkpoint("base", checkpoints)
+    pairs = {**(shipped_pairs(checkpoints) if include_shipped else {}), **(pairs or {})}
     problems = generate_problems("test", n, seed=seed)
     questions, golds = [p.question for p in problems], [p.answer for p in problems]
     say = progress or (lambda msg: None)
@@ -115,7 +121,7 @@ def run_demo(
         long_only, short_only, longshort = run_sync(all_systems())
         oracle = oracle_episodes(problems, reasoner.tokenizer, seed)
         extra = {}
-        for name, (long_dir, short_dir) in (pairs or {}).items():
+        for name, (long_dir, short_dir) in pairs.items():
             say(f"running {name}")
             extra[name] = _run_pair(long_dir, short_dir, questions, golds, device=device, max_batch_size=max_batch_size)
     finally:
@@ -129,7 +135,13 @@ def run_demo(
         "seed": seed,
         "n": n,
         "wall_s": wall,
-        **run_metadata(n=n, seed=seed, device=device, checkpoints=str(reasoner_dir.parent)),
+        **run_metadata(
+            n=n,
+            seed=seed,
+            device=device,
+            checkpoints=str(reasoner_dir.parent),
+            pairs={name: [str(d) for d in dirs] for name, dirs in pairs.items()},
+        ),
     }
     out = Path(out)
     staging = Path(tempfile.mkdtemp(prefix=".demo-", dir=out.parent if out.parent.exists() else None))
@@ -149,13 +161,14 @@ def _run_pair(long_dir, short_dir, questions, golds, *, device, max_batch_size: 
     """Long⊗Short episodes with another pair of agents (the SFT or RL rows)."""
     from longshort.agents import Agent, TransformersBackend
     from longshort.evals.systems import run_longshort
-    from longshort.training.sft import load_trained
+    from longshort.training.sft import load_trained, tokenizer_path
 
     backends = []
     try:
-        for path in (long_dir, short_dir):
+        for path in (long_dir, short_dir):  # a shipped adapter has no tokenizer: its base checkpoint's is used
             model = load_trained(path, dtype="float32" if device in (None, "cpu") else None)
-            backends.append(TransformersBackend(model, path, device=device, max_batch_size=max_batch_size))
+            tokenizer = tokenizer_path(path)
+            backends.append(TransformersBackend(model, tokenizer, device=device, max_batch_size=max_batch_size))
         long, short = Agent("long", backends[0]), Agent("short", backends[1])
         return run_sync(run_longshort(long, short, questions, references=golds))
     finally:

@@ -112,10 +112,16 @@ def demo(
         help="Another testbed assets folder (default: the shipped one); verified by its manifest.",
     ),
     pair: list[str] = typer.Option(
-        None, "--pair", help="Another Long⊗Short row, NAME=LONG_DIR,SHORT_DIR (e.g. fine-tuned agents); repeatable."
+        None,
+        "--pair",
+        help="Another Long⊗Short row, NAME=LONG_DIR,SHORT_DIR (e.g. fine-tuned agents); repeatable; "
+        "replaces a shipped pair of the same NAME.",
+    ),
+    no_shipped_pairs: bool = typer.Option(
+        False, "--no-shipped-pairs", help="Skip the SFT pairs shipped in the assets folder (e.g. longshort-sft)."
     ),
 ) -> None:
-    """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle."""
+    """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle, shipped SFT pairs."""
     from longshort.errors import ChecksumError
     from longshort.evals.demo import print_table, run_demo
 
@@ -128,7 +134,16 @@ def demo(
         pairs[name] = (paths[0], paths[1])
     try:
         say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
-        result = run_demo(n=n, seed=seed, out=out, device=device, progress=say, pairs=pairs, checkpoints=checkpoints)
+        result = run_demo(
+            n=n,
+            seed=seed,
+            out=out,
+            device=device,
+            progress=say,
+            pairs=pairs,
+            checkpoints=checkpoints,
+            include_shipped=not no_shipped_pairs,
+        )
     except (ChecksumError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
@@ -341,6 +356,35 @@ def testbed_measure(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     console.print_json(data={k: v for k, v in result["metrics"].items() if k != "rows"})
+
+
+@testbed_app.command("ship-sft")
+def testbed_ship_sft(
+    long: Path = typer.Option(..., "--long", help="The long agent's LoRA adapter (`--agent long --lora`)."),
+    short: Path = typer.Option(..., "--short", help="The short agent's LoRA adapter (`--agent short --lora`)."),
+    name: str = typer.Option("longshort-sft", "--name", help="The pair's folder under sft/ and its demo row."),
+    assets: Path = typer.Option(None, "--assets", help="Default: the installed package's assets/testbed."),
+    metrics: Path = typer.Option(
+        None, "--metrics", help="A JSON file (e.g. the demo.json with this row) recorded in the manifest."
+    ),
+) -> None:
+    """Ship a cold-start SFT pair (two LoRA adapters) in the assets, so `longshort demo` shows its row."""
+    from longshort.errors import ChecksumError
+    from longshort.training.testbed.checkpoints import SIZE_LIMIT_BYTES, assets_dir
+    from longshort.training.testbed.ship import ship_sft
+
+    root = assets or assets_dir()
+    command = " ".join(["longshort", *sys.argv[1:]]) if "ship-sft" in sys.argv else None
+    try:
+        ship_sft(long, short, name=name, assets=root, metrics=metrics, command=command)
+    except (ChecksumError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    shipped = sum(p.stat().st_size for p in (root / "sft" / name).rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    console.print(
+        f"shipped {name} in {root / 'sft' / name} ({shipped / 1e6:.2f} MB); "
+        f"the assets are {total / 1e6:.2f} MB of {SIZE_LIMIT_BYTES / 1e6:.2f} MB; manifest updated"
+    )
 
 
 @app.callback()

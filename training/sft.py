@@ -227,7 +227,8 @@ def _save_full(trainer, out: Path, dtype_name: str) -> None:
 def train_sft(config: SFTRunConfig) -> Path:
     """Train one agent and save it to ``config.out``: a full model in ``save_dtype``, or a LoRA adapter.
 
-    ``out/sft_info.json`` records the config, loss, steps, rows used and dropped, time and device.
+    ``out/sft_info.json`` records the config, loss, steps, rows used and dropped, time and device, and the
+    sha256 of the starting weights (``base_sha256``, for a local single-file model; `testbed ship-sft` checks it).
     """
     from longshort.provenance import run_metadata, write_json_atomic
 
@@ -245,7 +246,8 @@ def train_sft(config: SFTRunConfig) -> Path:
         info: dict[str, Any] = {
             **run_metadata(**config.model_dump()),
             "agent": config.agent,
-            "model": stats.pop("model"),
+            "model": stats["model"],
+            "base_sha256": _weights_sha256(stats.pop("model")),
             "data": str(data_dir(config)),
             "train_loss": result.training_loss,
             "steps": trainer.state.global_step,
@@ -262,14 +264,48 @@ def train_sft(config: SFTRunConfig) -> Path:
     return out
 
 
+def _weights_sha256(model: str, max_bytes: int = 2**30) -> str | None:
+    """sha256 of a local single-file ``model.safetensors`` (up to 1 GiB), else None.
+
+    ``longshort testbed ship-sft`` checks it to know which shipped checkpoint an adapter was trained from.
+    """
+    from longshort.training.testbed.checkpoints import sha256_file
+
+    weights = Path(model) / "model.safetensors"
+    if not weights.is_file() or weights.stat().st_size > max_bytes:
+        return None
+    return sha256_file(weights)
+
+
 def load_trained(path: str | Path, *, dtype=None, merge: bool = True):
-    """A model saved by ``train_sft``: a full model, or base + LoRA adapter (merged into the base by default)."""
+    """A model saved by ``train_sft``: a full model, or base + LoRA adapter (merged into the base by default).
+
+    An adapter shipped in the testbed assets (``longshort testbed ship-sft``) names its base by the
+    marker ``reasoner`` / ``base``; it is loaded on the verified checkpoint of the same assets folder.
+    """
     from transformers import AutoModelForCausalLM
+
+    from longshort.training.testbed.checkpoints import shipped_base
 
     path = Path(path)
     if not (path / "adapter_config.json").exists():
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
-    from peft import AutoPeftModelForCausalLM
+    base_dir = shipped_base(path)
+    if base_dir is None:
+        from peft import AutoPeftModelForCausalLM
 
-    model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    else:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype or "auto")
+        model = PeftModel.from_pretrained(base, path)
     return model.merge_and_unload() if merge else model
+
+
+def tokenizer_path(path: str | Path) -> Path:
+    """Where the tokenizer of a model saved by ``train_sft`` is: the folder itself, or for a shipped
+    adapter (which carries none) its shipped base checkpoint."""
+    from longshort.training.testbed.checkpoints import shipped_base
+
+    return shipped_base(path) or Path(path)

@@ -23,6 +23,8 @@ def test_throughput_bench(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["n"] for r in rows] == [1, 2] and all(len(r["ratios"]) == 2 for r in rows)
     assert all(min(r["ratios"]) <= r["ratio"] <= max(r["ratios"]) for r in rows)
+    assert all(r["ratio_process"] > 0 and r["ratio_thread"] > 0 for r in rows)  # both worker kinds ran
+    assert all(r["graph_process"]["generated_tokens"] == r["graph"]["generated_tokens"] for r in rows)
     for r in rows:  # the raw baseline generates exactly the tokens the episodes kept, to the longest row
         assert r["raw"]["generated_tokens"] == r["graph"]["generated_tokens"] > 0
         assert r["raw"]["parts"][0]["decode_steps"] <= 16
@@ -39,8 +41,10 @@ def test_rollout_sharing_bench(tmp_path):
 
 def test_rollout_sharing_bench_on_a_random_model_of_another_size(tmp_path):
     out = tmp_path / "r.json"
-    args = ["--random-size", "64,1", "--problems", "1", "--n", "2", "--max-new-tokens", "4", "--out", str(out)]
+    # hidden 128 (2 heads), 2 layers, 1 KV head (grouped-query attention, as in Qwen2.5-7B), FFN 256
+    args = ["--random-size", "128,2,1,256", "--problems", "1", "--n", "2", "--max-new-tokens", "4", "--out", str(out)]
     _run("bench.rollout_sharing", *args)
     result = json.loads(out.read_text())
-    assert result["identical_outcomes"] is True and result["config"]["random_size"] == "64,1"
-    assert result["shared"]["generated_tokens"] > 0
+    assert result["identical_outcomes"] is True and result["config"]["random_size"] == "128,2,1,256"
+    assert result["shared"]["generated_tokens"] > 0 and result["shared"]["statuses"] == {"ok": result["shared"]["jobs"]}
+    assert result["model_parameters"] > 0

@@ -140,7 +140,9 @@ def measure(
     before = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
     info = json.loads((assets / "reasoner" / "train_info.json").read_text())["config"]
     out = out or assets.with_name(assets.name + ".eval")
-    demo = run_demo(n=eval_n, seed=eval_seed, out=out, device=device, checkpoints=assets, max_batch_size=512)
+    demo = run_demo(  # the checkpoints' own numbers: shipped SFT pairs are measured when they ship
+        n=eval_n, seed=eval_seed, out=out, device=device, checkpoints=assets, max_batch_size=512, include_shipped=False
+    )
     rows = {r["system"]: r for r in demo["rows"]}
     tokenizer = AutoTokenizer.from_pretrained(assets / "reasoner")
     test_problems = generate_problems("test", eval_n, seed=eval_seed, n_ops=info["n_ops"])
@@ -160,7 +162,7 @@ def measure(
     command = before.command
     if "testbed measure" in " ".join(sys.argv):
         command = f"{command} && {_command('longshort.training.testbed.build.measure')}"
-    extra = before.model_dump(include={"created", "git_commit", "device"})
+    extra = before.model_dump(include={"created", "git_commit", "device", "sft"})
     manifest = write_manifest(assets, command=command, seed=before.seed, metrics=metrics, **extra)
     result = {
         "metrics": metrics,

@@ -17,8 +17,13 @@ def make_model(
     kv_heads: int = 2,
     max_positions: int = 2048,
     seed: int = 0,
+    intermediate_size: int | None = None,
 ):
-    """A randomly initialised model sized for ``tokenizer``; eos/pad ids wired to the tokenizer."""
+    """A randomly initialised model sized for ``tokenizer``; eos/pad ids wired to the tokenizer.
+
+    It is built on torch's current default device and dtype, so a caller can build a large random
+    model directly on a GPU in bf16 (``with torch.device("cuda")`` and ``torch.set_default_dtype``).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -28,7 +33,7 @@ def make_model(
     config = cls_config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 4,
+        intermediate_size=intermediate_size or hidden_size * 4,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
