@@ -7,8 +7,10 @@ from typing import Literal
 from longshort.agents.base import Backend
 from longshort.agents.roles import Agent
 
-BackendKind = Literal["hf", "openai", "vllm"]
-BACKENDS: tuple[str, ...] = ("hf", "openai", "vllm")
+BackendKind = Literal["hf", "hf-process", "openai", "vllm"]
+BACKENDS: tuple[str, ...] = ("hf", "hf-process", "openai", "vllm")
+#: the kinds that run a local transformers model (they take ``device``)
+LOCAL_HF: tuple[str, ...] = ("hf", "hf-process")
 
 
 def load_backend(
@@ -21,11 +23,20 @@ def load_backend(
     timeout: float = 60.0,
     max_retries: int = 2,
 ) -> Backend:
-    """One backend: ``hf`` (local path or hub id), ``openai`` (any OpenAI-compatible server), ``vllm``."""
+    """One backend: ``hf`` (local path or hub id), ``hf-process`` (the same in a child process),
+    ``openai`` (any OpenAI-compatible server), ``vllm``.
+
+    ``hf-process`` pays off when the two agents are two models on one GPU: each decode loop gets its
+    own interpreter instead of taking turns on one lock (``agents/process.py``).
+    """
     if kind == "hf":
         from longshort.agents.hf import TransformersBackend
 
         return TransformersBackend(model, device=device)
+    if kind == "hf-process":
+        from longshort.agents.process import ProcessBackend
+
+        return ProcessBackend(model, device=device)
     if kind == "openai":
         if not base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")

@@ -273,11 +273,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def _load_agents(cfg: EvalConfig, needed: set[str]):
     """Only the models the pending work needs (a finished resume loads none)."""
-    from longshort.agents.loading import load_backend
+    from longshort.agents.loading import LOCAL_HF, load_backend
     from longshort.agents.roles import Agent
 
     kwargs: dict[str, Any] = {"base_url": cfg.base_url, "api_key": cfg.api_key}
-    if cfg.backend == "hf":
+    if cfg.backend in LOCAL_HF:
         kwargs = {"device": cfg.device}
     elif cfg.backend == "openai":
         kwargs["timeout"] = cfg.timeout

@@ -22,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long⊗Short
 
 class BackendName(str, Enum):
     hf = "hf"
+    hf_process = "hf-process"
     openai = "openai"
     vllm = "vllm"
 
@@ -69,7 +70,7 @@ def solve(
 
     try:
         if long_model is None:  # the shipped testbed pair: works offline
-            if backend is not BackendName.hf:
+            if backend not in (BackendName.hf, BackendName.hf_process):
                 _fail("--backend openai/vllm needs --long-model (the served model's name or path)")
             long_model, short_model = str(default_model("reasoner")), short_model or str(default_model("base"))
         long, short = load_agents(
@@ -208,7 +209,7 @@ def eval_(
     from longshort.evals.runner import EvalConfig, run_eval
 
     if long_model is None or short_model is None:
-        if backend is not BackendName.hf:
+        if backend not in (BackendName.hf, BackendName.hf_process):
             _fail("--backend openai/vllm needs --long-model and --short-model (served names or paths)")
         from longshort.training.testbed.checkpoints import checkpoint as default_model
 

@@ -125,3 +125,16 @@ def test_dead_child_fails_pending_and_later_calls(protocol_model_dir: Path) -> N
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
         backend.generate([request])
+
+
+def test_hf_process_backend_kind(protocol_model_dir: Path) -> None:
+    from longshort.agents.loading import BACKENDS, load_agents
+
+    assert "hf-process" in BACKENDS
+    long, short = load_agents(str(protocol_model_dir), backend="hf-process", device="cpu")
+    try:
+        assert isinstance(long.backend, ProcessBackend) and short.backend is long.backend  # one model, one child
+        episode = _episodes(long.backend, short.backend)[0]
+        assert episode.turns and episode.turns[0].agent == "long"
+    finally:
+        long.backend.close()
