@@ -13,6 +13,9 @@ across callers, continuous admission, the prefix cache, per-request seeds, bad r
 alone, cancellation freeing a row. A dead child fails every pending request at once.
 
     backend = ProcessBackend("path/or/hub-id", device="cuda", max_batch_size=256)
+
+The child is started with ``spawn`` (CUDA and threads rule out ``fork``), so a script that makes a
+``ProcessBackend`` at import time needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
