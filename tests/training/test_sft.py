@@ -235,3 +235,19 @@ def test_one_step_under_accelerate_launch_with_two_processes(sft_data, tiny_qwen
     info = json.loads((out / "sft_info.json").read_text())
     assert info["world_size"] == 2 and info["steps"] == 1
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+
+
+def test_lora_yamls_are_the_shipped_pairs_settings():
+    """The LoRA YAMLs reproduce the shipped longshort-sft adapters (what sft_info.json recorded)."""
+    import json
+
+    from longshort.training.testbed.checkpoints import shipped_pairs
+
+    pairs = shipped_pairs()
+    if "longshort-sft" not in pairs:
+        pytest.skip("no shipped longshort-sft pair")
+    keys = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lr", "epochs", "batch_size")
+    for agent, folder in zip(("long", "short"), pairs["longshort-sft"], strict=True):
+        config = SFTRunConfig.from_yaml(default_config_path(agent).with_name(f"{agent}-lora.yaml"))
+        recorded = json.loads((folder / "sft_info.json").read_text())["config"]
+        assert config.agent == agent and {k: getattr(config, k) for k in keys} == {k: recorded[k] for k in keys}
