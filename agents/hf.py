@@ -388,6 +388,7 @@ class TransformersBackend(Backend):
                 "shared_prefill_rows",
                 "cancelled",
                 "isolated_retries",
+                "admissions_deferred",
                 "errors",
                 "generated_tokens",
             ),
@@ -632,21 +633,24 @@ class TransformersBackend(Backend):
         """Prefill ``jobs`` and decode until the batch is empty, admitting newcomers when continuous."""
         box = self._box
         batch = self._start(jobs)
+        cap = self.max_batch_size  # lowered when admitting more rows ran out of memory
         while not box.closed:
             if batch is not None and box.cancel_seen:
                 box.cancel_seen = False
                 batch = self._drop_cancelled(batch)
             if self.continuous:
-                room = self.max_batch_size - (batch.live if batch is not None else 0)
+                room = cap - (batch.live if batch is not None else 0)
                 # Admitting means a prefill and a copy of the whole batch's KV (the merge): wait until
                 # a good share of the batch is free, so the copies are amortised over many newcomers.
-                enough = batch is None or room >= max(1, self.max_batch_size // 8)
+                enough = batch is None or room >= max(1, cap // 8)
                 new = self._take(room, wait=False) if room > 0 and enough else None
                 if new:
                     box.owned.update(new)
-                    if batch is not None:
-                        self._stats["admitted_mid_batch"] += len(new)
-                    batch = self._merge(batch, self._start(new))
+                    admitted = self._admit(batch, new)
+                    if admitted is None:  # no memory for them beside the running rows: later, fewer
+                        cap = max(1, batch.live)
+                    else:
+                        batch = admitted
             if batch is None:
                 return
             self._stats["max_rows"] = max(self._stats["max_rows"], batch.size)
@@ -666,6 +670,33 @@ class TransformersBackend(Backend):
                 self._stats["isolated_retries"] += 1
                 for job in left:
                     self._run_solo(job)
+
+    def _admit(self, batch: _Batch | None, new: list[_Job]) -> _Batch | None:
+        """Prefill ``new`` and merge them into ``batch``; ``None`` if that ran out of memory.
+
+        A failed prefill already fails only its culprit (``_prefill_group``); what is left is the
+        merge, which copies the whole running batch's KV and is where memory runs out when the
+        batch is large. The running rows must not pay for that: the newcomers are rewound and put
+        back at the front of the queue, to be admitted when rows have finished.
+        """
+        if batch is None:
+            return self._start(new)
+        self._stats["admitted_mid_batch"] += len(new)
+        started = self._start(new)
+        try:
+            return self._merge(batch, started)
+        except Exception as e:  # typically CUDA out of memory; the running batch is untouched
+            logger.warning("TransformersBackend: admitting %d rows failed (%s); retrying later", len(new), e)
+        self._after_failure()
+        self._stats["admissions_deferred"] += 1
+        self._stats["admitted_mid_batch"] -= len(new)
+        back = [j for j in (started.jobs if started is not None else []) if not j.future.done()]
+        with self._box.cv:
+            for job in reversed(back):
+                job.reset()
+                self._box.owned.discard(job)
+                self._box.queue.appendleft(job)
+        return None
 
     def _start(self, jobs: list[_Job]) -> _Batch | None:
         """Prefill ``jobs`` (in groups within ``max_prefill_tokens``) and merge them into one batch.

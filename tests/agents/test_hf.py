@@ -392,6 +392,39 @@ def test_failing_forward_isolates_the_culprit(tiny_qwen_dir: Path, monkeypatch: 
         assert backend.generate(reqs[:1])[0].token_ids == reference[0].token_ids
 
 
+def test_out_of_memory_while_admitting_defers_the_newcomers(tiny_qwen_dir: Path, monkeypatch) -> None:
+    """Merging newcomers copies the running batch's KV; if that runs out of memory, nobody fails."""
+    with TransformersBackend(tiny_qwen_dir, max_batch_size=16) as backend:
+        reqs = _requests(backend)
+        alone = [backend.generate([r])[0] for r in reqs]
+        carrier = GenerationRequest(prompt_ids=backend.encode(PROMPTS[0]), max_new_tokens=300)
+        carrier_alone = backend.generate([carrier])[0]
+        original, state = backend._merge, {"failures": 0}
+
+        def merge(a, b):
+            if a is not None and b is not None and state["failures"] < 1:
+                state["failures"] += 1
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return original(a, b)
+
+        monkeypatch.setattr(backend, "_merge", merge)
+        before = backend.stats
+
+        async def staggered() -> list[GenerationResult]:
+            first = asyncio.create_task(backend.agenerate([carrier]))
+            while backend.stats["decode_steps"] < before["decode_steps"] + 3:
+                await asyncio.sleep(0.001)
+            rest = [asyncio.create_task(backend.agenerate([r])) for r in reqs]
+            return [(await first)[0], *[(await t)[0] for t in rest]]
+
+        results = asyncio.run(staggered())
+        assert state["failures"] == 1 and backend.stats["admissions_deferred"] == 1
+        # after the failure the batch admits no one beside the running row: they start when it is done
+        assert backend.stats["admitted_mid_batch"] == before["admitted_mid_batch"]
+        assert all(r.error is None for r in results)
+        assert _ids(results) == _ids([carrier_alone, *alone])  # deferred rows restart from scratch
+
+
 # ----------------------------------------------------------------------------------------------
 # cancellation, lifecycle
 
