@@ -28,8 +28,8 @@ MODELS: tuple[CheckpointName, ...] = ("reasoner", "base")
 #: which shipped checkpoint each agent's adapter is trained from
 ROLE_BASE: dict[str, CheckpointName] = {"long": "reasoner", "short": "base"}
 SFT_DIR = "sft"
-#: everything under the assets folder ships in the wheel; it must stay under this
-SIZE_LIMIT_BYTES = 20 * 1024 * 1024
+#: everything under the assets folder ships in the wheel; it must stay under this (20 MB, decimal)
+SIZE_LIMIT_BYTES = 20_000_000
 
 
 def assets_dir() -> Path:

@@ -203,7 +203,7 @@ def ship_sft(
             )
             raise ValueError(
                 f"shipping {name!r} would make {root} {_mb(kept + added)} ({_mb(kept)} already there + {_mb(added)} "
-                f"of adapters: {sizes}), over the {_mb(limit_bytes)} ({limit_bytes / 2**20:g} MiB) cap on everything "
+                f"of adapters: {sizes}), over the {_mb(limit_bytes)} cap on everything "
                 "shipped; use a smaller LoRA rank or fewer target modules"
             )
         files = {rel: digest for rel, digest in before.files.items() if not rel.startswith(prefix)}
