@@ -14,7 +14,6 @@ top-p and a per-request seed whose sample does not depend on what else is in the
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import concurrent.futures
 import inspect
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from longshort.agents._futures import await_all, wait_all
 from longshort.agents._kv import PrefixStore, attention_kernels, growing_cache, select_rows, trim_left
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult
 from longshort.protocol import clean_text
@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 #: seeded rows draw their uniforms in chunks of this size (a fixed size, so a seed's sequence of
 #: draws never depends on ``max_new_tokens`` or on the batch)
 _UNIFORM_CHUNK = 64
-#: how often a waiting ``generate`` checks that the worker is still alive
-_POLL_S = 0.25
 
 
 #: open backends, closed at interpreter exit: a worker thread still alive while the interpreter
@@ -420,38 +418,13 @@ class TransformersBackend(Backend):
         """Enqueue ``requests`` and block until all are done (other callers batch alongside)."""
         items = self.submit(requests)
         futures = [x for x in items if isinstance(x, concurrent.futures.Future)]
-        try:
-            pending = set(futures)
-            while pending:
-                _, pending = concurrent.futures.wait(pending, timeout=_POLL_S)
-                if pending and not self._worker.is_alive():
-                    raise RuntimeError(f"TransformersBackend worker is not running ({self._box.dead or 'stopped'})")
-        finally:
-            for f in futures:
-                f.cancel()  # no-op for finished ones; frees the slots if we were interrupted
-        return [x.result() if isinstance(x, concurrent.futures.Future) else x for x in items]
+        return _in_order(items, wait_all(futures, self._check_worker, _cancel_all))
 
     async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Like ``generate`` without blocking the event loop; cancelling the task frees its rows."""
         items = self.submit(requests)
         futures = [x for x in items if isinstance(x, concurrent.futures.Future)]
-        wrapped = [asyncio.wrap_future(f) for f in futures]
-        try:
-            pending: set[asyncio.Future[GenerationResult]] = set(wrapped)
-            while pending:
-                _, pending = await asyncio.wait(pending, timeout=_POLL_S)
-                if pending and not self._worker.is_alive():
-                    raise RuntimeError(f"TransformersBackend worker is not running ({self._box.dead or 'stopped'})")
-        except BaseException:  # cancelled (or the worker is gone): free our rows and slots
-            for f in futures:
-                f.cancel()
-            raise
-        errors = [w.exception() for w in wrapped]  # retrieve all, so asyncio does not warn
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
-        done = iter([w.result() for w in wrapped])
-        return [next(done) if isinstance(x, concurrent.futures.Future) else x for x in items]
+        return _in_order(items, await await_all(futures, self._check_worker, _cancel_all))
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker and drop the model (idempotent); pending callers get a RuntimeError."""
@@ -508,6 +481,10 @@ class TransformersBackend(Backend):
             box.queue.extend(jobs)
             box.cv.notify()
         return items
+
+    def _check_worker(self) -> None:
+        if not self._worker.is_alive():
+            raise RuntimeError(f"TransformersBackend worker is not running ({self._box.dead or 'stopped'})")
 
     def _check_running(self) -> None:
         if self._box.closed:
@@ -1077,6 +1054,17 @@ def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
     # u*total can round up to total: fall back to the most likely index, never a zero-prob one
     return torch.where(idx >= probs.shape[-1], probs.argmax(dim=-1), idx)
+
+
+def _cancel_all(futures: Sequence[concurrent.futures.Future]) -> None:
+    for f in futures:
+        f.cancel()  # a no-op for finished ones; the worker drops a cancelled row
+
+
+def _in_order(items: list, results: list[GenerationResult]) -> list[GenerationResult]:
+    """Queued requests' results back in the places of their futures (bad requests kept in place)."""
+    done = iter(results)
+    return [next(done) if isinstance(x, concurrent.futures.Future) else x for x in items]
 
 
 def _describe(e: BaseException) -> str:

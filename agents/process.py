@@ -20,7 +20,6 @@ The child is started with ``spawn`` (CUDA and threads rule out ``fork``), so a s
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import itertools
 import multiprocessing as mp
@@ -29,10 +28,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from longshort.agents._futures import await_all, wait_all
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult
-
-#: how often a waiting caller checks that the child is still alive
-_POLL_S = 0.25
 
 
 class ProcessBackend(Backend):
@@ -97,32 +94,10 @@ class ProcessBackend(Backend):
         return self._process.pid
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        futures = self._submit(requests)
-        try:
-            pending = set(futures)
-            while pending:
-                _, pending = concurrent.futures.wait(pending, timeout=_POLL_S)
-                self._check_alive()
-        finally:
-            self._cancel(futures)
-        return [f.result() for f in futures]
+        return wait_all(self._submit(requests), self._check_alive, self._cancel)
 
     async def agenerate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        futures = self._submit(requests)
-        wrapped = [asyncio.wrap_future(f) for f in futures]
-        try:
-            pending: set[asyncio.Future[GenerationResult]] = set(wrapped)
-            while pending:
-                _, pending = await asyncio.wait(pending, timeout=_POLL_S)
-                self._check_alive()
-        except BaseException:
-            self._cancel(futures)
-            raise
-        errors = [w.exception() for w in wrapped]
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
-        return [w.result() for w in wrapped]
+        return await await_all(self._submit(requests), self._check_alive, self._cancel)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the child (politely, then by force); pending callers get a RuntimeError."""
@@ -167,7 +142,7 @@ class ProcessBackend(Backend):
             self._send("gen", None, payload)
         return futures
 
-    def _cancel(self, futures: list[concurrent.futures.Future[GenerationResult]]) -> None:
+    def _cancel(self, futures: Sequence[concurrent.futures.Future[GenerationResult]]) -> None:
         """Tell the child to drop the rows of callers that stopped waiting (finished ones are ignored)."""
         mine = {id(f) for f in futures if not f.done()}
         if not mine:
