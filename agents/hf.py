@@ -658,15 +658,15 @@ class TransformersBackend(Backend):
         """
         if batch is None:
             return self._start(new)
-        self._stats["admitted_mid_batch"] += len(new)
         started = self._start(new)
         try:
-            return self._merge(batch, started)
+            merged = self._merge(batch, started)
+            self._stats["admitted_mid_batch"] += len(new)
+            return merged
         except Exception as e:  # typically CUDA out of memory; the running batch is untouched
             logger.warning("TransformersBackend: admitting %d rows failed (%s); retrying later", len(new), e)
         self._after_failure()
         self._stats["admissions_deferred"] += 1
-        self._stats["admitted_mid_batch"] -= len(new)
         back = [j for j in (started.jobs if started is not None else []) if not j.future.done()]
         with self._box.cv:
             for job in reversed(back):

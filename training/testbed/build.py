@@ -21,6 +21,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from longshort.training.testbed.checkpoints import MODELS
 from longshort.training.testbed.train import TestbedTrainConfig, load_or_train_tokenizer
 
 _SHIPPED = (
@@ -44,7 +45,6 @@ def _train_args(config: TestbedTrainConfig) -> list[str]:
     return args
 
 
-MODELS = ("reasoner", "base")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 

@@ -119,7 +119,7 @@ def verify(root: Path | None = None) -> Manifest:
 
 def checkpoint(name: CheckpointName, root: Path | None = None) -> Path:
     """The verified directory of a shipped model, ready for ``from_pretrained``."""
-    if name not in ("reasoner", "base"):
+    if name not in MODELS:
         raise ValueError(f"unknown testbed checkpoint {name!r}; choose 'reasoner' or 'base'")
     root = root or assets_dir()
     verify(root)
