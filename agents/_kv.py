@@ -91,6 +91,11 @@ class PrefixStore:
     A Long⊗Short agent's next view is its last view plus the tokens since, so the KV of its last
     request covers all but the new tail: prefilling only that tail turns each turn's cost from the
     whole document into the new part (what vLLM's automatic prefix caching does for its engine).
+
+    Entries are tagged with the version of the weights that computed them (the store holds one
+    version: the newest it was told of). A lookup or a store at a newer version drops every entry;
+    KV computed with an older version is neither stored nor served. So after the weights change
+    (RL) stale KV cannot come back, not even from a batch that was still running with the old ones.
     """
 
     def __init__(self, max_tokens: int) -> None:
@@ -98,10 +103,11 @@ class PrefixStore:
 
         self.max_tokens = max_tokens
         self.tokens = 0
+        self.version = 0  # the newest weights version seen
         self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
 
-    def put(self, ids: tuple[int, ...], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        if not ids or len(ids) > self.max_tokens:
+    def put(self, ids: tuple[int, ...], layers: list[tuple[torch.Tensor, torch.Tensor]], *, version: int = 0) -> None:
+        if not self._current(version) or not ids or len(ids) > self.max_tokens:
             return
         for key in [k for k in self.entries if len(k) <= len(ids) and ids[: len(k)] == k]:
             self._drop(key)  # a shorter prefix of the same document is now redundant
@@ -110,8 +116,12 @@ class PrefixStore:
         while self.tokens > self.max_tokens:
             self._drop(next(iter(self.entries)))
 
-    def longest_prefix(self, prompt: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None:
+    def longest_prefix(
+        self, prompt: list[int], *, version: int = 0
+    ) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None:
         """The longest stored key that is a proper prefix of ``prompt`` (one token must stay to feed)."""
+        if not self._current(version):
+            return None
         best: tuple[int, ...] | None = None
         n = len(prompt)
         for key in self.entries:
@@ -122,6 +132,14 @@ class PrefixStore:
             return None
         self.entries.move_to_end(best)
         return len(best), self.entries[best]
+
+    def _current(self, version: int) -> bool:
+        """Whether ``version`` is the newest seen; a newer one first drops every entry (all older)."""
+        if version > self.version:
+            self.entries.clear()
+            self.tokens = 0
+            self.version = version
+        return version == self.version
 
     def _drop(self, key: tuple[int, ...]) -> None:
         self.tokens -= len(key)

@@ -1,69 +1,173 @@
-"""Build agents from names (what the CLI and ``langgraph.json`` factories need)."""
+"""Build agents from names: the one builder the CLI, the eval runner, the analysis, the testbed demo
+and the ``langgraph.json`` factories all use.
+
+A name is a local directory (a full model, or a LoRA adapter saved by ``longshort train sft``), a
+hub id, or a served model's name (``openai`` backend). A role given no model gets the shipped
+default for that role (``longshort.shipped.default_model``), so every entry point works offline.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 from longshort.agents.base import Backend
 from longshort.agents.roles import Agent
+from longshort.protocol import Role
 
 BackendKind = Literal["hf", "hf-process", "openai", "vllm"]
 BACKENDS: tuple[str, ...] = ("hf", "hf-process", "openai", "vllm")
-#: the kinds that run a local transformers model (they take ``device``)
+#: the kinds that run a local transformers model (they take ``device`` and the backend's own options)
 LOCAL_HF: tuple[str, ...] = ("hf", "hf-process")
+ROLES: tuple[Role, ...] = ("long", "short")
+
+
+def is_adapter(model: str | os.PathLike[str]) -> bool:
+    """A local PEFT adapter folder (it has ``adapter_config.json``), not a full model."""
+    return (Path(model) / "adapter_config.json").is_file()
+
+
+def load_trained(path: str | Path, *, dtype=None, merge: bool = True, device: str | None = None):
+    """A model saved by ``longshort train sft``: a full model, or base + LoRA adapter (merged by default).
+
+    An adapter shipped in the testbed assets names its base by the marker ``reasoner`` / ``base``;
+    it is loaded on the verified checkpoint of the same assets folder. The model is returned in
+    eval mode on ``device`` (when given): it is loaded for inference.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from longshort.shipped import shipped_base
+
+    path = Path(path)
+    if not is_adapter(path):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+    else:
+        base_dir = shipped_base(path)
+        if base_dir is None:
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
+        else:
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype or "auto")
+            model = PeftModel.from_pretrained(base, path)
+        if merge:
+            model = model.merge_and_unload()
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def tokenizer_path(path: str | Path) -> Path:
+    """Where a trained model's tokenizer is: the folder itself, or for a shipped adapter (which carries
+    none) its shipped base checkpoint."""
+    from longshort.shipped import shipped_base
+
+    return shipped_base(path) or Path(path)
 
 
 def load_backend(
     kind: str,
-    model: str,
+    model: str | os.PathLike[str],
     *,
     base_url: str | None = None,
     api_key: str | None = None,
     device: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 2,
+    **local_options: Any,
 ) -> Backend:
-    """One backend: ``hf`` (local path or hub id), ``hf-process`` (the same in a child process),
-    ``openai`` (any OpenAI-compatible server), ``vllm``.
+    """One backend: ``hf`` (local path, adapter or hub id), ``hf-process`` (the same in a child
+    process), ``openai`` (any OpenAI-compatible server), ``vllm``.
 
-    ``hf-process`` pays off when the two agents are two models on one GPU: each decode loop gets its
-    own interpreter instead of taking turns on one lock (``agents/process.py``).
+    ``local_options`` go to ``TransformersBackend`` (``max_batch_size``, ``prefix_cache_tokens``, …)
+    for the local kinds; the remote kinds take none. ``hf-process`` pays off when the two agents
+    are two models on one GPU: each decode loop gets its own interpreter instead of taking turns
+    on one lock (``agents/process.py``).
     """
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    if local_options and kind not in LOCAL_HF:
+        raise ValueError(f"backend {kind!r} takes no local model options (got {', '.join(sorted(local_options))})")
     if kind == "hf":
         from longshort.agents.hf import TransformersBackend
 
-        return TransformersBackend(model, device=device)
+        if is_adapter(model):  # merged on load; CPU inference in float32 as for full models
+            dev = device or _default_device()
+            merged = load_trained(model, dtype="float32" if dev == "cpu" else None, device=dev)
+            return TransformersBackend(merged, tokenizer_path(model), **local_options)
+        return TransformersBackend(model, device=device, **local_options)
     if kind == "hf-process":
         from longshort.agents.process import ProcessBackend
 
-        return ProcessBackend(model, device=device)
+        if is_adapter(model):
+            raise ValueError(f"{model} is a LoRA adapter: hf-process loads full models (use --backend hf)")
+        return ProcessBackend(model, device=device, **local_options)
     if kind == "openai":
         if not base_url:
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         from longshort.agents.chat import openai_backend
 
-        return openai_backend(base_url, model, api_key=api_key, timeout=timeout, max_retries=max_retries)
-    if kind == "vllm":
-        from longshort.agents.vllm import VLLMBackend
+        return openai_backend(base_url, str(model), api_key=api_key, timeout=timeout, max_retries=max_retries)
+    from longshort.agents.vllm import VLLMBackend
 
-        return VLLMBackend(model)
-    raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    return VLLMBackend(str(model))
 
 
 def load_agents(
-    long_model: str,
-    short_model: str | None = None,
+    long_model: str | os.PathLike[str] | None = None,
+    short_model: str | os.PathLike[str] | None = None,
     *,
     backend: str = "hf",
+    roles: Sequence[Role] = ROLES,
     temperature: float = 0.0,
     seed: int | None = None,
-    **backend_kwargs,
-) -> tuple[Agent, Agent]:
-    """The long and short agents; one backend is shared when both name the same model."""
-    long_backend = load_backend(backend, long_model, **backend_kwargs)
-    same = short_model is None or short_model == long_model
-    short_backend = long_backend if same else load_backend(backend, short_model, **backend_kwargs)
-    return (
-        Agent("long", long_backend, temperature=temperature, seed=seed),
-        Agent("short", short_backend, temperature=temperature, seed=seed),
-    )
+    **backend_kwargs: Any,
+) -> tuple[Agent | None, Agent | None]:
+    """The long and short agents, ``(long, short)``; a role not in ``roles`` is None and loads nothing.
+
+    With no ``long_model`` both roles get their shipped defaults (the testbed reasoner and base);
+    with a ``long_model`` and no ``short_model`` both agents share its one backend (one model plays
+    both roles). Remote kinds need the model names. ``backend_kwargs`` go to ``load_backend``.
+    """
+    if not set(roles) <= set(ROLES) or not roles:
+        raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {tuple(roles)}")
+    if long_model is None:
+        if backend not in LOCAL_HF:
+            raise ValueError(f"--backend {backend} needs --long-model (the served model's name or path)")
+        from longshort.shipped import default_model
+
+        long_model = default_model("long")
+        short_model = short_model or default_model("short")
+    names: dict[Role, str] = {"long": os.fspath(long_model), "short": os.fspath(short_model or long_model)}
+    backends: dict[str, Backend] = {}
+    agents: dict[Role, Agent] = {}
+    try:
+        for role in roles:
+            name = names[role]
+            if name not in backends:
+                backends[name] = load_backend(backend, name, **backend_kwargs)
+            agents[role] = Agent(role, backends[name], temperature=temperature, seed=seed)
+    except BaseException:
+        close_backends(list(backends.values()))
+        raise
+    return agents.get("long"), agents.get("short")
+
+
+def close_backends(items: Sequence[Backend | Agent | None]) -> None:
+    """Close each distinct backend once (agents sharing one close it once; None is skipped)."""
+    seen: set[int] = set()
+    for item in items:
+        backend = item.backend if isinstance(item, Agent) else item
+        if backend is not None and id(backend) not in seen:
+            seen.add(id(backend))
+            backend.close()
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

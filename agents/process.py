@@ -48,7 +48,7 @@ class ProcessBackend(Backend):
         start_timeout_s: float = 600.0,
         **backend_kwargs: Any,
     ) -> None:
-        from longshort.agents.hf import _load_tokenizer
+        from longshort.agents._hf_load import _load_tokenizer
 
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError("ProcessBackend loads the model in the child: pass a path or hub id, not an instance")

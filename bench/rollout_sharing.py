@@ -32,9 +32,9 @@ from transformers import AutoTokenizer
 
 from longshort.agents import TransformersBackend, short_agent
 from longshort.provenance import device_name, run_metadata, write_json_atomic
-from longshort.training.analysis import testbed_problems
-from longshort.training.rollouts import prefix_jobs, read_records, run_rollouts
-from longshort.training.testbed.checkpoints import checkpoint
+from longshort.testbed.checkpoints import checkpoint
+from longshort.testbed.sources import testbed_problems
+from longshort.training.analysis.rollouts import prefix_jobs, read_records, run_rollouts
 
 
 def random_model(size: str, device: str | None):
@@ -46,7 +46,7 @@ def random_model(size: str, device: str | None):
     import torch
     from transformers import AutoTokenizer
 
-    from longshort.training.testbed.model import make_model
+    from longshort.testbed.model import make_model
 
     parts = [int(x) for x in size.split(",")]
     if not 2 <= len(parts) <= 4:

@@ -46,8 +46,8 @@ from longshort.provenance import device_name, run_metadata, write_json_atomic
 
 def random_model_dir(hidden: int, layers: int) -> str:
     """A random-weight Qwen2 of testbed size (about 4M parameters at hidden 256, 4 layers)."""
-    from longshort.training.testbed.model import make_model
-    from longshort.training.testbed.tokenizer import train_tokenizer
+    from longshort.testbed.model import make_model
+    from longshort.testbed.tokenizer import train_tokenizer
 
     corpus = [*SYSTEM_PROMPTS.values(), "<think> 37 * 24 = 37 * 20 + 37 * 4 = 740 + 148 = 888 </think>"] * 50
     tokenizer = train_tokenizer(corpus, vocab_size=512)
@@ -221,8 +221,8 @@ def main() -> None:
     args = p.parse_args()
 
     if args.testbed:  # the shipped pair: reasoner as the long agent, base as the short agent
-        from longshort.training.testbed.checkpoints import checkpoint
-        from longshort.training.testbed.tasks import generate_problems
+        from longshort.testbed.checkpoints import checkpoint
+        from longshort.testbed.tasks import generate_problems
 
         paths = (checkpoint("reasoner"), checkpoint("base"))
 

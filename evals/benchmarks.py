@@ -18,13 +18,13 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from longshort.evals._jsonl import json_lines
+from longshort._jsonl import json_lines
 
 LETTERS = "ABCD"
 GPQA_TERMS_URL = "https://huggingface.co/datasets/Idavidrein/gpqa"
@@ -96,26 +96,24 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
-#: The testbed's held-out test split (generated, offline): ``--limit`` problems, 500 by default.
-TESTBED = "testbed"
-TESTBED_DEFAULT_N = 500
+#: Benchmarks made in code instead of read from a file or the Hub, by name: ``make(limit) -> items``.
+#: ``register_generated`` adds one (``longshort eval`` adds the testbed's held-out split as
+#: ``testbed``); the evaluation code itself knows no generated benchmark.
+GENERATED: dict[str, Callable[[int | None], list[BenchmarkItem]]] = {}
+
+
+def register_generated(name: str, make: Callable[[int | None], list[BenchmarkItem]]) -> None:
+    """Make ``load_benchmark(name, limit=k)`` return ``make(k)`` (``k`` is None for "the default size")."""
+    if name in BENCHMARKS:
+        raise ValueError(f"{name!r} is a file/Hub benchmark; a generated one needs another name")
+    GENERATED[name] = make
 
 
 def _spec(name: str) -> BenchmarkSpec:
     if name not in BENCHMARKS:
-        valid = ", ".join(sorted([*BENCHMARKS, TESTBED]))
+        valid = ", ".join(sorted([*BENCHMARKS, *GENERATED]))
         raise BenchmarkError(f"unknown benchmark {name!r}; valid names: {valid}")
     return BENCHMARKS[name]
-
-
-def _testbed_items(limit: int | None) -> list[BenchmarkItem]:
-    from longshort.training.testbed.tasks import generate_problems
-
-    n = TESTBED_DEFAULT_N if limit is None else limit
-    return [
-        BenchmarkItem(id=p.id, benchmark=TESTBED, problem=p.question, answer=p.answer)
-        for p in generate_problems("test", n, seed=0)
-    ]
 
 
 def _blank(value: Any) -> bool:
@@ -254,10 +252,10 @@ def load_benchmark(name: str, *, data: str | Path | None = None, limit: int | No
     """
     if limit is not None and limit < 0:
         raise BenchmarkError(f"limit must be >= 0, got {limit}")
-    if name == TESTBED:
+    if name in GENERATED:
         if data is not None:
-            raise BenchmarkError("the testbed is generated: it takes no --data file")
-        return _testbed_items(limit)
+            raise BenchmarkError(f"{name} is generated: it takes no --data file")
+        return GENERATED[name](limit)
     spec = _spec(name)
     rows, source = _read_local(Path(data)) if data is not None else _read_hub(spec)
     items = _gpqa_items(rows, source) if spec.multiple_choice else _math_items(spec, rows, source)

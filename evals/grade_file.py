@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from longshort.evals._jsonl import json_lines
+from longshort._jsonl import json_lines
 from longshort.evals.benchmarks import BENCHMARKS, BenchmarkItem, benchmark_hash, load_benchmark
 from longshort.evals.grading import Verdict, grade_answer
 from longshort.protocol import extract_answer

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from longshort._async import run_sync
+from longshort._jsonl import finished_records
 from longshort.evals import systems
-from longshort.evals._jsonl import finished_records
 from longshort.evals.benchmarks import BenchmarkItem, benchmark_hash, load_benchmark
 from longshort.evals.grade_file import grade_extracted
 from longshort.evals.report import well_formed
@@ -273,23 +273,20 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def _load_agents(cfg: EvalConfig, needed: set[str]):
     """Only the models the pending work needs (a finished resume loads none)."""
-    from longshort.agents.loading import LOCAL_HF, load_backend
-    from longshort.agents.roles import Agent
+    from longshort.agents.loading import load_agents
 
-    kwargs: dict[str, Any] = {"base_url": cfg.base_url, "api_key": cfg.api_key}
-    if cfg.backend in LOCAL_HF:
-        kwargs = {"device": cfg.device}
-    elif cfg.backend == "openai":
-        kwargs["timeout"] = cfg.timeout
-    else:
-        kwargs = {}
-    backends: dict[str, Any] = {}
-    for role, model in (("long", cfg.long_model), ("short", cfg.short_model)):
-        if role in needed and model not in backends:
-            backends[model] = load_backend(cfg.backend, model, **kwargs)
-    long = Agent("long", backends[cfg.long_model], temperature=cfg.temperature) if "long" in needed else None
-    short = Agent("short", backends[cfg.short_model], temperature=cfg.temperature) if "short" in needed else None
-    return long, short, list(backends.values())
+    long, short = load_agents(
+        cfg.long_model,
+        cfg.short_model,
+        backend=cfg.backend,
+        roles=[r for r in ("long", "short") if r in needed],
+        temperature=cfg.temperature,
+        base_url=cfg.base_url,
+        api_key=cfg.api_key,
+        timeout=cfg.timeout,
+        device=cfg.device,
+    )
+    return long, short, [a.backend for a in (long, short) if a is not None]
 
 
 async def _run_system(system: str, long, short, items: list[BenchmarkItem], cfg: EvalConfig, seed: int | None):

@@ -19,15 +19,9 @@ from longshort.graphs.reasoner import build_reasoner
 def _agents():
     from longshort.agents.loading import load_agents
 
-    long_model = os.environ.get("LONGSHORT_LONG_MODEL")
-    short_model = os.environ.get("LONGSHORT_SHORT_MODEL")
-    if not long_model:
-        from longshort.training.testbed.checkpoints import checkpoint
-
-        long_model, short_model = str(checkpoint("reasoner")), short_model or str(checkpoint("base"))
-    return load_agents(
-        long_model,
-        short_model,
+    return load_agents(  # no LONGSHORT_LONG_MODEL: the shipped testbed pair
+        os.environ.get("LONGSHORT_LONG_MODEL") or None,
+        os.environ.get("LONGSHORT_SHORT_MODEL") or None,
         backend=os.environ.get("LONGSHORT_BACKEND", "hf"),
         base_url=os.environ.get("LONGSHORT_BASE_URL"),
     )

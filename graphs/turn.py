@@ -168,6 +168,7 @@ class TurnStep:
             prompt_tokens=len(self._view) if self._view is not None else 0,
             finish_reason=result.finish_reason,
             attempts=self.attempt + 1,
+            forced_tokens=len(self._prefill),  # observe() put them in front of the sampled ids
             wall_time=time.perf_counter() - self.started,
             model_id=backend.model_id,
             model_fingerprint=backend.tokenizer_fingerprint,

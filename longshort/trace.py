@@ -35,6 +35,12 @@ class Turn(BaseModel):
     kind: TurnKind | None = Field(None, description="think / rethink / answer; None if malformed")
     error: str | None = Field(None, description="why the turn is malformed, or the backend error")
     attempts: int = Field(1, description="2 when a repair retry was needed")
+    forced_tokens: int = Field(
+        0,
+        ge=0,
+        description="how many leading token_ids were forced (prefilled, e.g. the opening tag on a repair), "
+        "not sampled; their logprobs are 0.0 and a trainer masks them out",
+    )
     wall_time: float = 0.0
     model_id: str = ""
     model_fingerprint: str | None = Field(None, description="tokenizer hash: equal ones share token ids")

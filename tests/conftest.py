@@ -23,13 +23,13 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from longshort.training.testbed.tokenizer import train_tokenizer
+    from longshort.testbed.tokenizer import train_tokenizer
 
     return train_tokenizer(CORPUS, vocab_size=400)
 
 
 def _save(tmp_path_factory, tokenizer, arch: str, seed: int):
-    from longshort.training.testbed.model import make_model
+    from longshort.testbed.model import make_model
 
     path = tmp_path_factory.mktemp(f"tiny-{arch}-{seed}")
     model = make_model(tokenizer, arch=arch, seed=seed)
@@ -79,8 +79,8 @@ def train_protocol_model(tokenizer, path, steps: int = 120, lr: float = 5e-3) ->
 
     from longshort.agents import ScriptedBackend, long_agent, short_agent
     from longshort.graphs.turn import view_ids
+    from longshort.testbed.model import make_model
     from longshort.trace import Turn
-    from longshort.training.testbed.model import make_model
 
     backend = ScriptedBackend([], tokenizer)
     agents = {"long": long_agent(backend), "short": short_agent(backend)}

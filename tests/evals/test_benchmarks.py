@@ -217,11 +217,19 @@ def test_benchmark_hash_is_stable_and_sensitive() -> None:
     assert benchmark_hash(changed) != digest
 
 
-def test_the_testbed_is_a_benchmark_too() -> None:
-    items = load_benchmark("testbed", limit=4)
-    assert len(items) == 4 and all(i.benchmark == "testbed" and i.answer.isdigit() for i in items)
-    assert items == load_benchmark("testbed", limit=4)  # the held-out split, deterministic
+def test_a_generated_benchmark_is_registered_by_name(monkeypatch) -> None:
+    from longshort.evals import benchmarks
+
+    monkeypatch.setattr(benchmarks, "GENERATED", {})
+    make = lambda limit: [BenchmarkItem(id=str(i), benchmark="toy", problem=f"{i} + 1", answer=str(i + 1)) for i in range(limit or 3)]  # noqa: E731,E501
+    with pytest.raises(BenchmarkError, match="valid names: aime24"):
+        load_benchmark("toy")
+    benchmarks.register_generated("toy", make)
+    assert [i.answer for i in load_benchmark("toy")] == ["1", "2", "3"]
+    assert len(load_benchmark("toy", limit=5)) == 5
     with pytest.raises(BenchmarkError, match="no --data"):
-        load_benchmark("testbed", data="x.jsonl")
-    with pytest.raises(BenchmarkError, match="testbed"):
+        load_benchmark("toy", data="x.jsonl")
+    with pytest.raises(BenchmarkError, match="toy"):
         load_benchmark("nope")
+    with pytest.raises(ValueError, match="math500"):
+        benchmarks.register_generated("math500", make)

@@ -49,7 +49,7 @@ def test_each_agent_view_extends_its_previous_view_exactly(tiny_tokenizer):
 
 
 def test_partner_with_another_tokenizer_is_encoded_once(tiny_tokenizer):
-    from longshort.training.testbed.tokenizer import train_tokenizer
+    from longshort.testbed.tokenizer import train_tokenizer
 
     other = train_tokenizer(["<think> other words 12 34 </think> <answer> \\boxed{1} </answer>"] * 5, 300)
     long_b, short_b = ScriptedBackend([THINK, THINK], tiny_tokenizer), ScriptedBackend([RETHINK, ANSWER], other)

@@ -67,7 +67,7 @@ def test_unreachable_server_is_a_recorded_status():
 
 
 def test_solve_defaults_to_the_shipped_testbed_pair():
-    from longshort.training.testbed.tasks import generate_problems
+    from longshort.testbed.tasks import generate_problems
 
     problem = generate_problems("test", 1, seed=7)[0]
     ep = _episode(runner.invoke(app, ["solve", problem.question, "--json"]))

@@ -18,7 +18,7 @@ export N_TRAIN_PROBLEMS=${N_TRAIN_PROBLEMS:-500} N_DATA_ROLL=${N_DATA_ROLL:-8} D
 export REASONER_SECONDS=${REASONER_SECONDS:-330} SFT_ARGS=${SFT_ARGS:---lora --lr 2e-3 --epochs 8}
 recipe=training/recipes/testbed_round.sh
 mkdir -p "$RUNS" "$out"
-shipped=$(python3 -c 'from longshort.training.testbed.checkpoints import assets_dir; print(assets_dir())')
+shipped=$(python3 -c 'from longshort.testbed.checkpoints import assets_dir; print(assets_dir())')
 
 case $part in
 train)

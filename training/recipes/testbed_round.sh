@@ -29,7 +29,7 @@ SOURCES=${SOURCES:-paper significance random}
 DEMO_N=${DEMO_N:-500}
 ASSETS=${ASSETS:-$RUNS/assets}
 mkdir -p "$RUNS"
-[ -d "$ASSETS" ] || cp -r "$(python -c 'from longshort.training.testbed.checkpoints import assets_dir; print(assets_dir())')" "$ASSETS"
+[ -d "$ASSETS" ] || cp -r "$(python -c 'from longshort.testbed.checkpoints import assets_dir; print(assets_dir())')" "$ASSETS"
 
 # one agent's SFT for every source at once (small models leave the GPU mostly idle), failing if any fails
 sft_agent() {

@@ -1,0 +1,260 @@
+"""The ``longshort`` command line.
+
+longshort solve "What is 12 * 34 + 5?" --long-model PATH [--short-model PATH] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from longshort.cli._console import console, csv_list
+from longshort.cli._console import fail as _fail
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long⊗Short: two models, one efficient reasoner.")
+
+
+class BackendName(str, Enum):
+    hf = "hf"
+    hf_process = "hf-process"
+    openai = "openai"
+    vllm = "vllm"
+
+
+def print_episode(episode, out: Console) -> None:
+    """The conversation, one panel per turn, then the outcome."""
+    styles = {"long": "magenta", "short": "cyan"}
+    out.print(Panel(episode.question, title="question", border_style="white"))
+    for i, turn in enumerate(episode.turns):
+        title = f"{i}: {turn.agent} · {turn.num_tokens} tokens · {turn.finish_reason}"
+        if turn.error:
+            title += f" · {turn.error}"
+        out.print(Panel(turn.text or "(empty)", title=title, border_style=styles[turn.agent]))
+    t = episode.tokens
+    out.print(
+        f"[bold]{episode.status}[/] answer=[bold green]{episode.answer}[/] "
+        f"tokens long={t.long} short={t.short} total={t.total}"
+        + (f"\n[red]{episode.error}[/]" if episode.error else "")
+    )
+
+
+@app.command()
+def solve(
+    question: str = typer.Argument(..., help="The problem to solve."),
+    long_model: str = typer.Option(
+        None, "--long-model", help="Path or hub id (hf/vllm) or served model name (openai)."
+    ),
+    short_model: str = typer.Option(None, "--short-model", help="Defaults to the long model."),
+    backend: BackendName = typer.Option(BackendName.hf, "--backend", help="Generation backend."),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="For --backend openai."),
+    max_turns: int = typer.Option(8, min=1),
+    max_tokens_per_turn: int = typer.Option(1024, min=1),
+    max_total_tokens: int = typer.Option(4096, min=1),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
+    seed: int = typer.Option(None, help="Sampling seed (with temperature > 0)."),
+    timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Episode as JSON on stdout."),
+) -> None:
+    """Solve one question with the Long⊗Short reasoner and print the conversation."""
+    from longshort.agents.loading import load_agents
+    from longshort.errors import LongShortError
+    from longshort.graphs import build_reasoner, episode_from_state
+
+    try:  # no --long-model: the shipped testbed pair, offline
+        long, short = load_agents(
+            long_model,
+            short_model,
+            backend=backend.value,
+            temperature=temperature,
+            seed=seed,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+        )
+    except (ValueError, FileNotFoundError, ImportError, OSError, LongShortError) as e:
+        _fail(str(e))
+    graph = build_reasoner(
+        long, short, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn, max_total_tokens=max_total_tokens
+    )
+    try:
+        episode = episode_from_state(graph.invoke({"question": question}))
+    except (ValueError, TypeError) as e:
+        _fail(str(e))
+    finally:
+        for agent in (long, short):
+            agent.backend.close()
+    if as_json:
+        sys.stdout.write(json.dumps(episode.model_dump(mode="json"), ensure_ascii=False) + "\n")
+    else:
+        print_episode(episode, Console())
+
+
+@app.command()
+def demo(
+    n: int = typer.Option(64, "--n", min=1, help="Held-out test problems."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Draws other held-out problems."),
+    out: Path = typer.Option(Path("demo"), "--out", help="Writes demo.json, episodes.jsonl and demo.png here."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    checkpoints: Path = typer.Option(
+        None,
+        "--checkpoints",
+        help="Another testbed assets folder (default: the shipped one); verified by its manifest.",
+    ),
+    pair: list[str] = typer.Option(
+        None,
+        "--pair",
+        help="Another Long⊗Short row, NAME=LONG_DIR,SHORT_DIR (e.g. fine-tuned agents); repeatable; "
+        "replaces a shipped pair of the same NAME.",
+    ),
+    no_shipped_pairs: bool = typer.Option(
+        False, "--no-shipped-pairs", help="Skip the SFT pairs shipped in the assets folder (e.g. longshort-sft)."
+    ),
+) -> None:
+    """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle, shipped SFT pairs."""
+    from longshort.errors import ChecksumError
+    from longshort.testbed.demo import print_table, run_demo
+
+    pairs = {}
+    for spec in pair or []:
+        name, _, dirs = spec.partition("=")
+        paths = csv_list(dirs)
+        if not name or len(paths) != 2 or not all(Path(p).is_dir() for p in paths):
+            _fail(f"--pair {spec!r}: expected NAME=LONG_DIR,SHORT_DIR with two existing directories")
+        pairs[name] = (paths[0], paths[1])
+    try:
+        say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+        result = run_demo(
+            n=n,
+            seed=seed,
+            out=out,
+            device=device,
+            progress=say,
+            pairs=pairs,
+            checkpoints=checkpoints,
+            include_shipped=not no_shipped_pairs,
+        )
+    except (ChecksumError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: nothing was written[/]")
+        raise typer.Exit(130) from None
+    print_table(result, Console())
+    console.print(f"wrote {out / 'demo.json'}, {out / 'episodes.jsonl'}, {out / 'demo.png'}")
+
+
+@app.command()
+def grade(
+    data: Path = typer.Option(
+        ..., "--data", help="Benchmark file (JSONL/CSV), e.g. shared/data/benchmarks/math500.jsonl."
+    ),
+    responses: Path = typer.Option(..., "--responses", help='JSONL of {"id": ..., "response": ...}.'),
+    benchmark: str = typer.Option(None, "--benchmark", help="Default: the data file's stem (math500, gpqa, ...)."),
+    out: Path = typer.Option(Path("graded"), "--out", help="Writes results.json here."),
+) -> None:
+    """Grade responses produced elsewhere against a benchmark (math: last \\boxed{}; gpqa: a letter)."""
+    from longshort.evals.grade_file import grade_file
+
+    try:
+        result = grade_file(data, responses, benchmark=benchmark, out=out)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    acc = result["accuracy"]
+    console.print(
+        f"{result['benchmark']}: accuracy {'—' if acc is None else f'{100 * acc:.1f}%'} on {result['n']} problems "
+        f"({result['n_missing']} without a response); wrote {out / 'results.json'}"
+    )
+
+
+@app.command("eval")
+def eval_(
+    benchmark: str = typer.Option(..., "--benchmark", help="Comma-separated: math500,aime24,aime25,amc23,gpqa."),
+    system: str = typer.Option("longshort,long-only,short-only", "--system", help="longshort, long-only, short-only."),
+    long_model: str = typer.Option(None, "--long-model", help="Default: the shipped testbed reasoner."),
+    short_model: str = typer.Option(None, "--short-model", help="Default: the shipped testbed base."),
+    backend: BackendName = typer.Option(BackendName.hf, "--backend"),
+    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY"),
+    timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),
+    device: str = typer.Option(None, "--device", help="For --backend hf: cpu or cuda."),
+    data: Path = typer.Option(None, "--data", help="Local file for a single --benchmark (else the Hub)."),
+    limit: int = typer.Option(None, "--limit", min=0, help="First N problems of each benchmark."),
+    k: int = typer.Option(1, "-k", "--k", min=1, help="Samples per problem (Pass@1 = mean over them)."),
+    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; k > 1 needs > 0."),
+    max_turns: int = typer.Option(8, min=1),
+    max_tokens_per_turn: int = typer.Option(1024, min=1),
+    max_total_tokens: int = typer.Option(4096, min=1, help="Also the solo systems' one-turn budget."),
+    batch_size: int = typer.Option(32, min=1, help="Problems per batch sent to the backend."),
+    out: Path = typer.Option(Path("results/eval"), "--out", help="items.jsonl, run.json, results.{json,md,png}."),
+    baseline: str = typer.Option(None, "--baseline", help="AES reference system (default long-only if run)."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Evaluate systems on benchmarks: resumable (re-run the same command), Table 2 style results."""
+    from longshort.errors import LongShortError
+    from longshort.evals.benchmarks import register_generated
+    from longshort.evals.runner import EvalConfig, run_eval
+    from longshort.testbed.sources import TESTBED, testbed_items
+
+    register_generated(TESTBED, testbed_items)
+
+    if long_model is None or short_model is None:
+        if backend not in (BackendName.hf, BackendName.hf_process):
+            _fail("--backend openai/vllm needs --long-model and --short-model (served names or paths)")
+        from longshort.shipped import default_model
+
+        long_model = long_model or str(default_model("long"))
+        short_model = short_model or str(default_model("short"))
+    cfg = EvalConfig(
+        benchmarks=csv_list(benchmark),
+        systems=csv_list(system),
+        long_model=long_model,
+        short_model=short_model,
+        out=out,
+        backend=backend.value,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        device=device,
+        data=data,
+        limit=limit,
+        k=k,
+        temperature=temperature,
+        max_turns=max_turns,
+        max_tokens_per_turn=max_tokens_per_turn,
+        max_total_tokens=max_total_tokens,
+        batch_size=batch_size,
+        baseline=baseline,
+    )
+    try:
+        run_eval(cfg, progress=not no_progress, say=lambda m: console.print(f"[dim]{m}[/]"))
+    except (ValueError, FileNotFoundError, ImportError, OSError, LongShortError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: finished items are in {out / 'items.jsonl'}; re-run to resume[/]")
+        raise typer.Exit(130) from None
+    Console().print((out / "results.md").read_text(encoding="utf-8"))
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+
+
+from longshort.cli.analyze import analyze_app  # noqa: E402 (sub-app, after the main app is defined)
+
+app.add_typer(analyze_app, name="analyze")
+
+from longshort.cli.train import train_app  # noqa: E402 (sub-app, after the main app is defined)
+
+app.add_typer(train_app, name="train")
+
+from longshort.cli.testbed import testbed_app  # noqa: E402 (sub-app, after the main app is defined)
+
+app.add_typer(testbed_app, name="testbed")
+
+
+@app.callback()
+def main() -> None:
+    """Long⊗Short: a long-thought and a short-thought model reason together."""

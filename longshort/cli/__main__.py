@@ -1,0 +1,5 @@
+"""``python -m longshort.cli …`` (what ``accelerate launch -m longshort.cli`` runs)."""
+
+from longshort.cli import app
+
+app()

@@ -1,0 +1,111 @@
+"""What ships inside the package: the assets folder, its integrity check, and the default model of each role.
+
+Every layer needs "the model to use when none is given" (the CLI, the ``langgraph.json``
+factories, SFT's starting point), and none of them may import the testbed that built those
+models. So the lookup lives here, in core: it knows only files and a manifest of their sha256,
+not how the models were made (that is ``longshort.testbed``).
+
+``assets/testbed/{reasoner,base}/`` hold the shipped checkpoints; ``assets/testbed/sft/<name>/{long,short}/``
+hold shipped LoRA adapters whose ``adapter_config.json`` names their base by the marker
+``"reasoner"`` or ``"base"`` (resolved against the same folder, so an adapter never carries a
+path of the machine that trained it). Loading verifies the hashes first, so a corrupted or
+missing file is a clear error naming the file, not a confusing failure inside transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from longshort.errors import ChecksumError
+from longshort.protocol import Role
+
+CheckpointName = Literal["reasoner", "base"]
+MODELS: tuple[CheckpointName, ...] = ("reasoner", "base")
+#: which shipped checkpoint serves each role by default (and each role's adapter is trained from)
+ROLE_BASE: dict[Role, CheckpointName] = {"long": "reasoner", "short": "base"}
+SFT_DIR = "sft"
+MANIFEST = "manifest.json"
+
+
+def assets_dir() -> Path:
+    """Where the shipped checkpoints live (inside the installed ``longshort`` package)."""
+    return Path(__file__).resolve().parent / "assets" / "testbed"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(root: Path | None = None) -> dict:
+    """Check every file listed in ``root/manifest.json``; return the manifest as a dict.
+
+    Raises ``FileNotFoundError`` (no manifest, a missing file) or ``ChecksumError`` naming the first bad file.
+    """
+    root = root or assets_dir()
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no testbed manifest at {manifest_path}: the package ships without checkpoints")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for rel, digest in manifest.get("files", {}).items():
+        path = root / rel
+        if not path.exists():
+            raise FileNotFoundError(f"testbed checkpoint file missing: {path}")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ChecksumError(
+                f"testbed checkpoint file is corrupted: {path} (sha256 {actual[:12]}…, manifest says {digest[:12]}…); "
+                "reinstall longshort or restore the file from git",
+                path=str(path),
+            )
+    return manifest
+
+
+def checkpoint(name: CheckpointName, root: Path | None = None) -> Path:
+    """The verified directory of a shipped model, ready for ``from_pretrained``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown testbed checkpoint {name!r}; choose 'reasoner' or 'base'")
+    root = root or assets_dir()
+    verify_files(root)
+    return root / name
+
+
+def default_model(role: Role, root: Path | None = None) -> Path:
+    """The model a role uses when none is given: the shipped testbed reasoner (long) or base (short)."""
+    if role not in ROLE_BASE:
+        raise ValueError(f"unknown role {role!r}; choose 'long' or 'short'")
+    return checkpoint(ROLE_BASE[role], root)
+
+
+def shipped_base(adapter_dir: str | Path) -> Path | None:
+    """The verified checkpoint dir a shipped adapter merges into, or None for any other model or adapter.
+
+    A shipped adapter's ``base_model_name_or_path`` is the marker ``"reasoner"`` or ``"base"`` and it
+    lives at ``<assets>/sft/<name>/<long|short>/``; the marker names ``<assets>/<marker>``.
+    """
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        return None
+    marker = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if marker not in MODELS:
+        return None
+    sft_dir = adapter_dir.resolve().parent.parent
+    root = sft_dir.parent
+    if sft_dir.name != SFT_DIR or not (root / MANIFEST).is_file():
+        if Path(marker).is_dir():  # an ordinary adapter whose base happens to be ./reasoner or ./base
+            return None
+        raise ValueError(
+            f"{adapter_dir}: its base is the shipped {marker!r}, which resolves only inside a testbed assets folder "
+            f"(<assets>/{SFT_DIR}/<name>/<long|short>/ next to <assets>/{MANIFEST})"
+        )
+    expected = ROLE_BASE.get(adapter_dir.resolve().name)  # type: ignore[call-overload]
+    if expected is not None and expected != marker:
+        raise ValueError(f"{adapter_dir}: a {adapter_dir.name} adapter merges into the {expected}, not the {marker}")
+    return checkpoint(marker, root)

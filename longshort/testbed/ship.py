@@ -1,0 +1,230 @@
+"""Ship a cold-start SFT pair (two LoRA adapters) inside the package: ``longshort testbed ship-sft``.
+
+    longshort train sft --agent long  --lora --out runs/coldstart/sft-long    # from the shipped reasoner
+    longshort train sft --agent short --lora --out runs/coldstart/sft-short   # from the shipped base
+    longshort testbed ship-sft --long runs/coldstart/sft-long --short runs/coldstart/sft-short \\
+        --metrics runs/coldstart/demo/demo.json
+
+copies each adapter (``adapter_model.safetensors`` in float16, ``adapter_config.json``,
+``sft_info.json``; the tokenizer is the base checkpoint's) to ``<assets>/sft/<name>/{long,short}/``,
+replaces the recorded base path with the marker ``"reasoner"`` / ``"base"`` (resolved when loading,
+``checkpoints.shipped_base``) and rewrites the manifest with the new files' hashes and an ``sft``
+entry. It refuses a folder that is not a LoRA adapter, an adapter of the wrong agent or base, and a
+result over the size cap; the assets are verified first, so a corrupted file is never re-blessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from longshort.testbed.checkpoints import (
+    ROLE_BASE,
+    SFT_DIR,
+    SIZE_LIMIT_BYTES,
+    Manifest,
+    ShippedAgent,
+    ShippedPair,
+    assets_dir,
+    save_manifest,
+    sha256_file,
+    verify,
+)
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "sft_info.json")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: sft_info.json fields kept in the manifest's summary of each agent
+_INFO_KEYS = (
+    "agent",
+    "steps",
+    "train_loss",
+    "rows_used",
+    "target_tokens",
+    "seconds",
+    "train_device",
+    "created",
+    "git_commit",
+)
+_CONFIG_KEYS = ("lora_r", "lora_alpha", "lora_target_modules", "lr", "epochs", "max_steps", "batch_size", "seed")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def _check_adapter(role: str, path: Path, manifest: Manifest) -> tuple[dict, dict]:
+    """``(adapter_config, sft_info)`` of a LoRA adapter of ``role`` on the matching shipped checkpoint."""
+    flag = f"--{role}"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: no such directory")
+    if not (path / "adapter_config.json").is_file() or not (path / "adapter_model.safetensors").is_file():
+        kind = "a full model" if (path / "model.safetensors").exists() else "no adapter"
+        raise ValueError(
+            f"{flag} {path} is not a LoRA adapter (it holds {kind}: adapter_config.json and adapter_model.safetensors "
+            "are needed; train with `longshort train sft --lora`)"
+        )
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"{flag} {path} is a {config.get('peft_type')!r} adapter; only LoRA adapters ship")
+    info_path = path / "sft_info.json"
+    if not info_path.is_file():
+        raise ValueError(f"{flag} {path} has no sft_info.json: ship adapters written by `longshort train sft --lora`")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    if info.get("agent") != role:
+        raise ValueError(f"{flag} {path}: its sft_info.json says it is the {info.get('agent')!r} agent, not {role!r}")
+    if info.get("lora") is False:
+        raise ValueError(f"{flag} {path}: its sft_info.json says it is not a LoRA run")
+    expected = ROLE_BASE[role]
+    other = next(m for m in ROLE_BASE.values() if m != expected)
+    digests = {m: manifest.files.get(f"{m}/model.safetensors") for m in (expected, other)}
+    recorded = str(config.get("base_model_name_or_path") or "")
+    base_file = Path(recorded) / "model.safetensors"
+    if info.get("base_sha256"):  # recorded by train_sft: the strongest evidence
+        found = next((m for m, d in digests.items() if d == info["base_sha256"]), None)
+        how = f"its sft_info.json records base sha256 {info['base_sha256'][:12]}…"
+    elif recorded in digests:  # already shipped once
+        found, how = recorded, f"its adapter_config.json names the shipped {recorded!r}"
+    elif base_file.is_file():
+        digest = sha256_file(base_file)
+        found = next((m for m, d in digests.items() if d == digest), None)
+        how = f"its base {recorded} has sha256 {digest[:12]}…"
+    else:
+        name = Path(recorded).name
+        found = name if name in digests else None
+        how = f"its base is recorded as {recorded!r}"
+    if found != expected:
+        what = f"the shipped {found}" if found else "no shipped checkpoint"
+        raise ValueError(
+            f"{flag} {path}: the {role} agent's adapter must be trained from the shipped {expected}, "
+            f"but {how}, which is {what}"
+        )
+    return config, info
+
+
+def _to_fp16(src: Path, dst: Path) -> tuple[str, int]:
+    """Copy a safetensors file with float32/bfloat16 tensors cast to float16; ``(source dtypes, tensors cast)``."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    tensors, dtypes, cast = {}, set(), 0
+    with safe_open(str(src), "pt") as f:
+        metadata = f.metadata() or {"format": "pt"}
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            t = f.get_tensor(key)
+            dtypes.add(str(t.dtype).removeprefix("torch."))
+            if t.dtype in (torch.float32, torch.bfloat16):
+                half = t.to(torch.float16)
+                if torch.isfinite(half).all() or not torch.isfinite(t).all():  # never turn a value into inf
+                    t, cast = half, cast + 1
+            tensors[key] = t.contiguous()
+    save_file(tensors, str(dst), metadata=metadata)
+    return ",".join(sorted(dtypes)), cast
+
+
+def _summary(info: dict, source_dtype: str) -> dict[str, Any]:
+    config = info.get("config") or {}
+    out = {k: info[k] for k in _INFO_KEYS if k in info}
+    out.update({k: config[k] for k in _CONFIG_KEYS if k in config})
+    out["source_dtype"] = source_dtype
+    return out
+
+
+def _metrics(path: Path | None, name: str) -> dict[str, Any]:
+    """``--metrics``: a JSON object kept as is, or a demo.json reduced to its rows, n and seed."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--metrics {path}: not a readable JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--metrics {path}: expected a JSON object, got a {type(data).__name__}")
+    if isinstance(data.get("rows"), list):  # a demo.json
+        row = next((r for r in data["rows"] if isinstance(r, dict) and r.get("system") == name), None)
+        return {"eval_n": data.get("n"), "eval_seed": data.get("seed"), "row": row, "rows": data["rows"]}
+    return data
+
+
+def ship_sft(
+    long: str | Path,
+    short: str | Path,
+    *,
+    name: str = "longshort-sft",
+    assets: str | Path | None = None,
+    metrics: str | Path | None = None,
+    command: str | None = None,
+    limit_bytes: int = SIZE_LIMIT_BYTES,
+) -> Manifest:
+    """Copy the two adapters into ``<assets>/sft/<name>/`` and rewrite the manifest; return it.
+
+    Shipping a name that is already shipped replaces that pair. Nothing in ``assets`` changes when
+    a check fails.
+    """
+    if not _NAME.match(name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder and a demo row)")
+    root = Path(assets) if assets is not None else assets_dir()
+    before = verify(root)
+    sources = {"long": Path(long), "short": Path(short)}
+    checked = {role: _check_adapter(role, path, before) for role, path in sources.items()}
+    pair_metrics = _metrics(Path(metrics) if metrics else None, name)
+    prefix = f"{SFT_DIR}/{name}/"
+    with tempfile.TemporaryDirectory(prefix="ship-sft-") as tmp:
+        staging = Path(tmp) / name
+        agents: dict[str, ShippedAgent] = {}
+        for role, path in sources.items():
+            config, info = checked[role]
+            out = staging / role
+            out.mkdir(parents=True)
+            source_dtype, _ = _to_fp16(path / "adapter_model.safetensors", out / "adapter_model.safetensors")
+            config["base_model_name_or_path"] = ROLE_BASE[role]
+            (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            shutil.copy2(path / "sft_info.json", out / "sft_info.json")
+            base = ROLE_BASE[role]
+            agents[role] = ShippedAgent(
+                base=base, base_sha256=before.files[f"{base}/model.safetensors"], info=_summary(info, source_dtype)
+            )
+        new_files = {f"{prefix}{p.relative_to(staging)}": p for p in sorted(staging.rglob("*")) if p.is_file()}
+        added = sum(p.stat().st_size for p in new_files.values())
+        kept = sum(
+            p.stat().st_size
+            for p in root.rglob("*")
+            if p.is_file() and not str(p.relative_to(root).as_posix()).startswith(prefix)
+        )
+        if kept + added > limit_bytes:
+            sizes = ", ".join(
+                f"{role} {_mb(sum(p.stat().st_size for k, p in new_files.items() if k.startswith(prefix + role)))}"
+                for role in sources
+            )
+            raise ValueError(
+                f"shipping {name!r} would make {root} {_mb(kept + added)} ({_mb(kept)} already there + {_mb(added)} "
+                f"of adapters: {sizes}), over the {_mb(limit_bytes)} cap on everything "
+                "shipped; use a smaller LoRA rank or fewer target modules"
+            )
+        files = {rel: digest for rel, digest in before.files.items() if not rel.startswith(prefix)}
+        files.update({rel: sha256_file(p) for rel, p in new_files.items()})
+        pair = ShippedPair(
+            command=command or f"longshort testbed ship-sft --long {long} --short {short} --name {name}",
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            metrics=pair_metrics,
+            long=agents["long"],
+            short=agents["short"],
+        )
+        manifest = before.model_copy(update={"files": dict(sorted(files.items())), "sft": {**before.sft, name: pair}})
+        dest = root / SFT_DIR / name
+        incoming, outgoing = dest.with_name(f".{name}.new"), dest.with_name(f".{name}.old")
+        for leftover in (incoming, outgoing):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.copytree(staging, incoming)  # on the assets' file system, so the swap is two renames
+        if dest.exists():
+            dest.rename(outgoing)
+        incoming.rename(dest)
+        shutil.rmtree(outgoing, ignore_errors=True)
+    save_manifest(root, manifest)
+    verify(root)
+    return manifest

@@ -1,0 +1,52 @@
+"""The testbed as a source of data for the method's code: analysis problems and benchmark items.
+
+Method code (``training``, ``evals``) takes problems as arguments and never imports the testbed;
+the CLI feeds it these (``longshort analyze chunk --testbed``, ``longshort eval --benchmark testbed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from longshort.evals.benchmarks import BenchmarkItem
+from longshort.testbed.tasks import generate_problems
+from longshort.testbed.teachers import long_trace
+from longshort.training.analysis.rollouts import AnalysisProblem
+
+__all__ = ["TESTBED", "TESTBED_DEFAULT_N", "testbed_items", "testbed_problems"]
+
+#: The testbed's held-out test split as a benchmark (generated, offline): ``--limit`` problems, 500 by default.
+TESTBED = "testbed"
+TESTBED_DEFAULT_N = 500
+
+
+def testbed_problems(n: int, seed: int = 0, *, count_tokens: Callable[[str], int], split: str = "test"):
+    """Held-out testbed problems with the long teacher's thoughts and their ``needed`` labels."""
+    out = []
+    for p in generate_problems(split, n, seed=seed):  # type: ignore[arg-type]
+        trace = long_trace(p, seed)
+        out.append(
+            AnalysisProblem(
+                problem_id=p.id,
+                question=p.question,
+                answer=p.answer,
+                thoughts=[t.text for t in trace.thoughts],
+                types=[t.type for t in trace.thoughts],
+                tokens=[count_tokens(t.text) for t in trace.thoughts],
+                needed=[t.needed for t in trace.thoughts],
+                grouper="teacher",
+            )
+        )
+    return out
+
+
+testbed_problems.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite the name
+
+
+def testbed_items(limit: int | None = None) -> list[BenchmarkItem]:
+    """The first ``limit`` problems of the held-out test split (seed 0) as benchmark items."""
+    n = TESTBED_DEFAULT_N if limit is None else limit
+    return [
+        BenchmarkItem(id=p.id, benchmark=TESTBED, problem=p.question, answer=p.answer)
+        for p in generate_problems("test", n, seed=0)
+    ]

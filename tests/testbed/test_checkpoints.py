@@ -1,0 +1,295 @@
+import pytest
+
+from longshort.errors import ChecksumError
+from longshort.testbed.checkpoints import checkpoint, verify, write_manifest
+
+
+@pytest.fixture
+def assets(tmp_path):
+    for name in ("reasoner", "base"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights of " + name.encode())
+    write_manifest(tmp_path, command="longshort testbed build", seed=0, metrics={"long_only_accuracy": 1.0})
+    return tmp_path
+
+
+def test_manifest_round_trip(assets):
+    manifest = verify(assets)
+    assert set(manifest.files) == {"reasoner/model.safetensors", "base/model.safetensors"}
+    assert checkpoint("base", assets) == assets / "base"
+
+
+def test_corrupted_file_is_named(assets):
+    (assets / "base" / "model.safetensors").write_bytes(b"flipped")
+    with pytest.raises(ChecksumError, match="base/model.safetensors") as info:
+        checkpoint("reasoner", assets)
+    assert info.value.path.endswith("base/model.safetensors")
+
+
+def test_missing_file_and_manifest(assets, tmp_path_factory):
+    (assets / "reasoner" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="reasoner/model.safetensors"):
+        verify(assets)
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        verify(tmp_path_factory.mktemp("empty"))
+
+
+def test_unknown_checkpoint(assets):
+    with pytest.raises(ValueError, match="unknown testbed checkpoint"):
+        checkpoint("teacher", assets)
+
+
+# --- shipped cold-start SFT pairs: `longshort testbed ship-sft` and loading them back ---------------------------
+
+NAME = "longshort-sft"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory, tiny_qwen_dir, tiny_tokenizer):
+    """Two different tiny Qwen2 checkpoints standing in for the shipped reasoner and base."""
+    import shutil
+
+    from longshort.testbed.model import make_model
+
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    shutil.copytree(tiny_qwen_dir, root / "reasoner")
+    make_model(tiny_tokenizer, seed=1).save_pretrained(root / "base")
+    tiny_tokenizer.save_pretrained(root / "base")
+    return root
+
+
+def _make_adapter(base_dir, out, agent: str, tokenizer, **info) -> None:
+    """A LoRA adapter as `train sft --lora` leaves it (fp32 weights, tokenizer, README, sft_info.json), not zero."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="float32")
+    config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    info = {"agent": agent, "lora": True, "steps": 1, "train_loss": 2.5, "config": {"lora_r": 4, "lr": 1e-3}, **info}
+    (out / "sft_info.json").write_text(json.dumps(info))
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, tiny_checkpoints, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("adapters")
+    _make_adapter(tiny_checkpoints / "reasoner", root / "long", "long", tiny_tokenizer)
+    _make_adapter(tiny_checkpoints / "base", root / "short", "short", tiny_tokenizer)
+    return root
+
+
+@pytest.fixture
+def sft_assets(tmp_path, tiny_checkpoints):
+    """A temp assets folder holding the two tiny checkpoints and a manifest, as `testbed build` writes it."""
+    import shutil
+
+    root = tmp_path / "testbed"
+    for name in ("reasoner", "base"):
+        shutil.copytree(tiny_checkpoints / name, root / name)
+    write_manifest(root, command="longshort testbed build --seed 3", seed=3, metrics={"long_only_accuracy": 0.9})
+    return root
+
+
+def _ship(assets, long, short, *extra: str):
+    from typer.testing import CliRunner
+
+    from longshort.cli import app
+
+    args = ["testbed", "ship-sft", "--long", str(long), "--short", str(short), "--assets", str(assets), *extra]
+    return CliRunner().invoke(app, args)
+
+
+def test_ship_sft_copies_the_adapters_and_extends_the_manifest(sft_assets, adapters, tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    from longshort.testbed.checkpoints import shipped_pairs
+
+    demo = {"n": 2, "seed": 0, "rows": [{"system": NAME, "accuracy": 0.5}, {"system": "long-only", "accuracy": 1.0}]}
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
+    result = _ship(sft_assets, adapters / "long", adapters / "short", "--metrics", str(tmp_path / "demo.json"))
+    assert result.exit_code == 0, result.output
+    assert "shipped longshort-sft" in result.output
+    for role, base in (("long", "reasoner"), ("short", "base")):
+        shipped = sft_assets / "sft" / NAME / role
+        assert {p.name for p in shipped.iterdir()} == {
+            "adapter_model.safetensors",
+            "adapter_config.json",
+            "sft_info.json",
+        }
+        config = json.loads((shipped / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == base and config["peft_type"] == "LORA"
+        with safe_open(str(shipped / "adapter_model.safetensors"), "pt") as f:
+            assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}  # noqa: SIM118
+        assert (shipped / "adapter_model.safetensors").stat().st_size < (
+            adapters / role / "adapter_model.safetensors"
+        ).stat().st_size * 0.6
+    manifest = verify(sft_assets)
+    assert (manifest.command, manifest.seed, manifest.metrics) == (
+        "longshort testbed build --seed 3",
+        3,
+        {"long_only_accuracy": 0.9},
+    )
+    assert {f"sft/{NAME}/long/adapter_model.safetensors", "reasoner/model.safetensors"} <= set(manifest.files)
+    pair = manifest.sft[NAME]
+    assert (pair.long.base, pair.short.base) == ("reasoner", "base")
+    assert pair.long.base_sha256 == manifest.files["reasoner/model.safetensors"]
+    assert (
+        pair.long.info["steps"] == 1 and pair.long.info["lora_r"] == 4 and pair.long.info["source_dtype"] == "float32"
+    )
+    assert pair.metrics["row"] == {"system": NAME, "accuracy": 0.5} and pair.metrics["eval_n"] == 2
+    assert "ship-sft" in pair.command
+    assert shipped_pairs(sft_assets) == {
+        NAME: (sft_assets / "sft" / NAME / "long", sft_assets / "sft" / NAME / "short")
+    }
+
+
+def test_shipping_again_replaces_the_pair_and_keeps_the_others(sft_assets, adapters):
+    from longshort.testbed.checkpoints import shipped_pairs
+
+    checkpoint_files = len(verify(sft_assets).files)
+    for name in (NAME, "longshort-sft-random", NAME):
+        assert _ship(sft_assets, adapters / "long", adapters / "short", "--name", name).exit_code == 0
+    assert set(shipped_pairs(sft_assets)) == {NAME, "longshort-sft-random"}
+    assert sorted(p.name for p in (sft_assets / "sft").iterdir()) == ["longshort-sft", "longshort-sft-random"]
+    assert len(verify(sft_assets).files) == checkpoint_files + 2 * 2 * 3  # two pairs, two agents, three files
+
+
+def test_no_shipped_pairs_without_an_sft_entry(sft_assets):
+    import json
+
+    from longshort.testbed.checkpoints import shipped_pairs
+
+    assert shipped_pairs(sft_assets) == {}
+    assert "sft" not in json.loads((sft_assets / "manifest.json").read_text())  # old manifests keep their shape
+
+
+def test_corrupted_shipped_adapter_is_named(sft_assets, adapters):
+    from longshort.agents.loading import load_trained
+    from longshort.testbed.checkpoints import shipped_pairs
+
+    assert _ship(sft_assets, adapters / "long", adapters / "short").exit_code == 0
+    bad = sft_assets / "sft" / NAME / "short" / "adapter_model.safetensors"
+    data = bytearray(bad.read_bytes())
+    data[-1] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=f"sft/{NAME}/short/adapter_model.safetensors") as info:
+        shipped_pairs(sft_assets)
+    assert info.value.path == str(bad)
+    with pytest.raises(ChecksumError, match="short/adapter_model.safetensors"):
+        load_trained(sft_assets / "sft" / NAME / "long")  # loading any shipped adapter verifies the folder
+
+
+def test_shipped_adapter_loads_like_the_original(sft_assets, adapters, tiny_checkpoints):
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from longshort.agents.loading import load_trained, tokenizer_path
+    from longshort.testbed.checkpoints import shipped_base
+
+    assert _ship(sft_assets, adapters / "long", adapters / "short").exit_code == 0
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    for role, base in (("long", "reasoner"), ("short", "base")):
+        shipped = sft_assets / "sft" / NAME / role
+        assert shipped_base(shipped) == sft_assets / base and tokenizer_path(shipped) == sft_assets / base
+        base_model = AutoModelForCausalLM.from_pretrained(tiny_checkpoints / base, dtype="float32")
+        with torch.no_grad():
+            plain = base_model(ids).logits
+            original = PeftModel.from_pretrained(base_model, adapters / role).merge_and_unload()(ids).logits
+            loaded = load_trained(shipped, dtype="float32")(ids).logits
+        assert (original - plain).abs().max() > 0.05  # the adapter changes the model...
+        assert torch.allclose(loaded, original, atol=5e-3)  # ...and ships with only fp16 rounding
+    # ordinary adapters and full models load as before; a shipped adapter moved out of its assets is a clear error
+    assert shipped_base(adapters / "long") is None and shipped_base(tiny_checkpoints / "reasoner") is None
+    assert tokenizer_path(adapters / "long") == adapters / "long"
+    moved = shutil.copytree(sft_assets / "sft" / NAME / "long", sft_assets.parent / "elsewhere" / "long")
+    with pytest.raises(ValueError, match="only inside a testbed assets folder"):
+        load_trained(moved)
+
+
+def test_ship_refuses_over_the_size_cap(sft_assets, adapters):
+    from longshort.testbed.checkpoints import SIZE_LIMIT_BYTES
+
+    used = sum(p.stat().st_size for p in sft_assets.rglob("*") if p.is_file())
+    with open(sft_assets / "base" / "padding.bin", "wb") as f:  # sparse: room for the manifest, not the adapters
+        f.truncate(SIZE_LIMIT_BYTES - used - 20_000)
+    write_manifest(sft_assets, command="longshort testbed build", seed=0, metrics={})
+    before = (sft_assets / "manifest.json").read_text()
+    result = _ship(sft_assets, adapters / "long", adapters / "short")
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "over the 20.00 MB cap" in out and "already there" in out and "long 0.0" in out
+    assert (sft_assets / "manifest.json").read_text() == before and not (sft_assets / "sft").exists()
+
+
+def _edit_info(src, dst, **changes):
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    info = json.loads((dst / "sft_info.json").read_text())
+    (dst / "sft_info.json").write_text(json.dumps({**info, **changes}))
+    return dst
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("swapped", "says it is the 'short' agent, not 'long'"),
+        ("short-on-reasoner", "must be trained from the shipped base, but its base .* is the shipped reasoner"),
+        (
+            "unknown-base",
+            "must be trained from the shipped reasoner, but its sft_info.json records base sha256 "
+            "000000000000…, which is no shipped checkpoint",
+        ),
+        ("full-model", "is not a LoRA adapter \\(it holds a full model"),
+        ("no-info", "has no sft_info.json"),
+    ],
+)
+def test_ship_refuses_a_wrong_adapter(sft_assets, adapters, tmp_path, case, message):
+    long, short = adapters / "long", adapters / "short"
+    if case == "swapped":
+        long, short = short, long
+    elif case == "short-on-reasoner":
+        short = _edit_info(long, tmp_path / "short", agent="short")
+    elif case == "unknown-base":
+        long = _edit_info(long, tmp_path / "long", base_sha256="0" * 64)
+    elif case == "full-model":
+        long = sft_assets / "reasoner"
+    else:
+        long = _edit_info(long, tmp_path / "long")
+        (long / "sft_info.json").unlink()
+    before = (sft_assets / "manifest.json").read_text()
+    result = _ship(sft_assets, long, short)
+    assert result.exit_code == 2
+    import re
+
+    assert re.search(message, " ".join(result.output.split())), result.output
+    assert (sft_assets / "manifest.json").read_text() == before and not (sft_assets / "sft").exists()
+
+
+def test_ship_refuses_corrupted_assets_and_stale_pairs(sft_assets, adapters):
+    from longshort.testbed.checkpoints import Manifest, save_manifest, sha256_file, shipped_pairs
+    from longshort.testbed.ship import ship_sft
+
+    assert _ship(sft_assets, adapters / "long", adapters / "short").exit_code == 0
+    with open(sft_assets / "reasoner" / "config.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ChecksumError, match="reasoner/config.json"):  # never re-blesses a corrupted file
+        ship_sft(adapters / "long", adapters / "short", name="other", assets=sft_assets)
+    assert _ship(sft_assets, adapters / "long", adapters / "short", "--name", "other").exit_code == 2
+    # a rebuilt reasoner (manifest rewritten for it) makes the shipped long adapter stale
+    manifest = Manifest.model_validate_json((sft_assets / "manifest.json").read_text())
+    (sft_assets / "reasoner" / "model.safetensors").write_bytes(b"retrained")
+    files = {**manifest.files, "reasoner/config.json": sha256_file(sft_assets / "reasoner" / "config.json")}
+    files["reasoner/model.safetensors"] = sha256_file(sft_assets / "reasoner" / "model.safetensors")
+    save_manifest(sft_assets, manifest.model_copy(update={"files": files}))
+    with pytest.raises(ValueError, match="long adapter was shipped against another reasoner"):
+        shipped_pairs(sft_assets)

@@ -1,1 +1,0 @@
-"""The testbed: a miniature of the paper (arithmetic problems, teachers, small models)."""
