@@ -70,6 +70,18 @@ def test_seeded_samples_match_the_in_process_backend(child: ProcessBackend, loca
     assert flat == pytest.approx([lp for r in ours for lp in r.logprobs or []], abs=1e-5)
 
 
+def test_tempered_logprobs_pass_through_unchanged(child: ProcessBackend, local: TransformersBackend) -> None:
+    """Logprobs are log_softmax(logits / T) in the child too; the pipe carries them as they are."""
+    requests = [
+        GenerationRequest(prompt_ids=local.encode(q), max_new_tokens=12, temperature=t, seed=i)
+        for i, (q, t) in enumerate(zip(QUESTIONS, [0.7, 0.0, 1.3, 0.7], strict=True))
+    ]
+    theirs, ours = child.generate(requests), local.generate(requests)
+    assert [r.token_ids for r in theirs] == [r.token_ids for r in ours]
+    for a, b in zip(theirs, ours, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
 def test_bad_request_fails_alone(child: ProcessBackend) -> None:
     good = GenerationRequest(prompt_ids=child.encode("What is 6 * 7?"), max_new_tokens=4)
     bad = GenerationRequest(prompt_ids=[10**6], max_new_tokens=4)
