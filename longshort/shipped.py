@@ -83,6 +83,22 @@ def default_model(role: Role, root: Path | None = None) -> Path:
     return checkpoint(ROLE_BASE[role], root)
 
 
+#: the shipped cold-start pair: the starting point (and KL reference) of RL when no model is given
+DEFAULT_SFT_PAIR = "longshort-sft"
+
+
+def default_sft(role: Role, root: Path | None = None) -> Path:
+    """The shipped cold-start SFT adapter of a role (``sft/longshort-sft/<role>``), after verifying the assets."""
+    if role not in ROLE_BASE:
+        raise ValueError(f"unknown role {role!r}; choose 'long' or 'short'")
+    root = root or assets_dir()
+    manifest = verify_files(root)
+    rel = f"{SFT_DIR}/{DEFAULT_SFT_PAIR}/{role}"
+    if f"{rel}/adapter_config.json" not in manifest.get("files", {}):
+        raise FileNotFoundError(f"the assets in {root} ship no {DEFAULT_SFT_PAIR} pair; pass the SFT models explicitly")
+    return root / rel
+
+
 def shipped_base(adapter_dir: str | Path) -> Path | None:
     """The verified checkpoint dir a shipped adapter merges into, or None for any other model or adapter.
 
