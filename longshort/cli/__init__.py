@@ -249,7 +249,7 @@ app.add_typer(analyze_app, name="analyze")
 from longshort.cli.train import train_app  # noqa: E402 (sub-app, after the main app is defined)
 
 app.add_typer(train_app, name="train")
-
+import longshort.cli.rl  # noqa: E402,F401 (registers `train rl` on the train sub-app)
 from longshort.cli.testbed import testbed_app  # noqa: E402 (sub-app, after the main app is defined)
 
 app.add_typer(testbed_app, name="testbed")

@@ -50,3 +50,15 @@ def testbed_items(limit: int | None = None) -> list[BenchmarkItem]:
         BenchmarkItem(id=p.id, benchmark=TESTBED, problem=p.question, answer=p.answer)
         for p in generate_problems("test", n, seed=0)
     ]
+
+
+def rl_problems(n_train: int, n_eval: int, *, seed: int = 0):
+    """RL data: ``n_train`` problems of the train split as a ``datasets.Dataset`` (``prompt``, ``answer``),
+    and ``n_eval`` of the held-out test split (seed 0, the split every testbed number is measured on)
+    as ``(question, answer)`` pairs."""
+    from datasets import Dataset
+
+    train = Dataset.from_list(
+        [{"prompt": p.question, "answer": p.answer} for p in generate_problems("train", n_train, seed=seed)]
+    )
+    return train, [(p.question, p.answer) for p in generate_problems("test", n_eval, seed=0)]

@@ -308,7 +308,8 @@ def final_model_dir(config: RLConfig, role: Role, final: Path) -> Path:
     return partner_dir(config, role, [{"agent": role, "final": str(final)}])
 
 
-def _run_round(config, name, role: Role, index, train_dataset, rounds, store) -> tuple[Path, dict]:
+def _run_round(config, name, role: Role, index, train_dataset, rounds, store, on_trainer=None) -> tuple[Path, dict]:
+    """Train one round; ``on_trainer(trainer)`` sees the trainer before it trains (benchmarks time it)."""
     from transformers import AutoTokenizer
 
     from longshort.agents.loading import load_agents
@@ -359,6 +360,8 @@ def _run_round(config, name, role: Role, index, train_dataset, rounds, store) ->
         run=run,
         round_index=index,
     )
+    if on_trainer is not None:
+        on_trainer(trainer)
     start = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
