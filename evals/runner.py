@@ -2,10 +2,11 @@
 
 Long runs get killed (preemption, OOM, a closed laptop), so every finished (benchmark, system,
 problem, sample) is appended to ``OUT/items.jsonl`` and flushed at once; a re-run of the same
-command reads that file and only generates what is missing. ``OUT/run.json`` holds the config
-(models, k, temperature, token caps, benchmark hashes): results of two configs never mix in one
-directory. The summary files (``results.json``/``.md``/``.png``) are rewritten at the end of each
-run from everything in ``items.jsonl`` that the current selection covers.
+command (or ``longshort eval --config OUT/config.yaml``) reads that file and only generates what is
+missing. ``OUT/run.json`` holds the fingerprint (models, k, temperature, token caps, benchmark
+hashes) and the full config: results of two configs never mix in one directory. The summary files
+(``results.json``/``.md``/``.png``) are rewritten at the end of each run from everything in
+``items.jsonl`` that the current selection covers.
 """
 
 from __future__ import annotations
@@ -15,21 +16,20 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from longshort._async import run_sync
 from longshort._jsonl import finished_records
+from longshort.config import config_dict, save_config
 from longshort.evals import systems
 from longshort.evals.benchmarks import BenchmarkItem, benchmark_hash, load_benchmark
+from longshort.evals.eval_config import DEFAULT_BASELINE, EvalConfig
 from longshort.evals.grade_file import grade_extracted
 from longshort.evals.report import well_formed
 from longshort.provenance import run_metadata, write_json_atomic
 from longshort.trace import Episode
 
-SYSTEMS = ("longshort", "long-only", "short-only")
-DEFAULT_BASELINE = "long-only"
 ETA = 1.0
 SIGMA_UP, SIGMA_DOWN = 3.0, -5.0
 
@@ -52,68 +52,6 @@ def aes(acc: float, tokens: float, acc_base: float, tokens_base: float) -> float
     return ETA * (tokens_base - tokens) / tokens_base + sigma * abs((acc - acc_base) / acc_base)
 
 
-@dataclass
-class EvalConfig:
-    """Everything that decides what ``longshort eval`` computes (and its output directory)."""
-
-    benchmarks: list[str]
-    systems: list[str]
-    long_model: str
-    short_model: str
-    out: Path
-    backend: str = "hf"
-    base_url: str | None = None
-    api_key: str | None = None
-    timeout: float = 60.0
-    device: str | None = None
-    data: Path | None = None
-    limit: int | None = None
-    k: int = 1
-    temperature: float = 0.0
-    max_turns: int = 8
-    max_tokens_per_turn: int = 1024
-    max_total_tokens: int = 4096
-    batch_size: int = 32
-    baseline: str | None = field(default=None)
-
-    def validate(self) -> None:
-        """Reject requests that would silently compute something other than what was asked."""
-        bad = [s for s in self.systems if s not in SYSTEMS]
-        if bad or not self.systems:
-            raise EvalError(f"unknown system(s) {bad}; choose from {', '.join(SYSTEMS)}")
-        if not self.benchmarks:
-            raise EvalError("no benchmark given (--benchmark math500,aime24)")
-        if len(set(self.systems)) != len(self.systems) or len(set(self.benchmarks)) != len(self.benchmarks):
-            raise EvalError("a benchmark or system is listed twice")
-        if self.data is not None and len(self.benchmarks) != 1:
-            raise EvalError("--data names one file, so it needs exactly one --benchmark")
-        if self.k < 1:
-            raise EvalError(f"-k must be >= 1, got {self.k}")
-        if self.k > 1 and self.temperature <= 0:
-            raise EvalError(
-                f"-k {self.k} samples with --temperature 0 would be {self.k} identical copies; "
-                "set --temperature > 0 (e.g. 0.6)"
-            )
-        if self.baseline is not None and self.baseline not in self.systems:
-            raise EvalError(f"--baseline {self.baseline!r} is not among --system {','.join(self.systems)}")
-        if self.batch_size < 1:
-            raise EvalError(f"--batch-size must be >= 1, got {self.batch_size}")
-
-    def fingerprint(self, hashes: dict[str, str]) -> dict[str, Any]:
-        """What must match for two runs to share an ``items.jsonl`` (systems and limit may differ)."""
-        return {
-            "long_model": self.long_model,
-            "short_model": self.short_model,
-            "backend": self.backend,
-            "k": self.k,
-            "temperature": self.temperature,
-            "max_turns": self.max_turns,
-            "max_tokens_per_turn": self.max_tokens_per_turn,
-            "max_total_tokens": self.max_total_tokens,
-            "benchmarks": hashes,
-        }
-
-
 def config_hash(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
@@ -126,8 +64,8 @@ def read_items(path: Path) -> dict[Key, dict[str, Any]]:
     return finished_records(path, lambda r: (r["benchmark"], r["system"], r["id"], int(r["sample"])), EvalError)
 
 
-def check_run_json(out: Path, fingerprint: dict[str, Any]) -> None:
-    """Refuse to mix configs in one directory; record ours (benchmark hashes accumulate)."""
+def check_run_json(out: Path, fingerprint: dict[str, Any], config: dict[str, Any] | None = None) -> None:
+    """Refuse to mix configs in one directory; record ours (benchmark hashes accumulate) and the full config."""
     path = out / "run.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
@@ -143,7 +81,8 @@ def check_run_json(out: Path, fingerprint: dict[str, Any]) -> None:
                 f"{ {k: old.get(k) for k in diff if k in old} } there); use another --out"
             )
         fingerprint = {**fingerprint, "benchmarks": {**old.get("benchmarks", {}), **fingerprint["benchmarks"]}}
-    write_json_atomic({"config_hash": config_hash(fingerprint), "fingerprint": fingerprint}, path)
+    record = {"config_hash": config_hash(fingerprint), "fingerprint": fingerprint}
+    write_json_atomic(record | ({"config": config} if config is not None else {}), path)
 
 
 def record(item: BenchmarkItem, system: str, sample: int, episode: Episode) -> dict[str, Any]:
@@ -306,9 +245,10 @@ async def _run_system(system: str, long, short, items: list[BenchmarkItem], cfg:
     return await systems.run_solo(agent, questions, references=refs, max_new_tokens=cfg.max_total_tokens, seed=seed)
 
 
-def run_eval(cfg: EvalConfig, *, progress: bool = True, say: Callable[[str], None] | None = None) -> dict:
+def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[str], None] | None = None) -> dict:
     """Run what is missing in ``cfg.out``, then write results.json/.md/.png from all records."""
     say = say or (lambda msg: None)
+    progress = cfg.progress if progress is None else progress
     if cfg.baseline is None and DEFAULT_BASELINE in cfg.systems:
         cfg.baseline = DEFAULT_BASELINE
     cfg.validate()
@@ -320,7 +260,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, say: Callable[[str], Non
         hashes[bench] = benchmark_hash(full)
         selected[bench] = full if cfg.limit is None else full[: cfg.limit]
     out.mkdir(parents=True, exist_ok=True)
-    check_run_json(out, cfg.fingerprint(hashes))
+    check_run_json(out, cfg.fingerprint(hashes), config_dict(cfg))
+    save_config(cfg, out / "config.yaml")  # `longshort eval --config OUT/config.yaml` re-runs (resumes) this
     items_path = out / "items.jsonl"
     done = read_items(items_path)
 
@@ -382,13 +323,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True, say: Callable[[str], Non
         "items": wanted,
         "baseline": cfg.baseline,
         "config_hash": config_hash(fingerprint),
-        **run_metadata(
-            **fingerprint,
-            systems=cfg.systems,
-            limit=cfg.limit,
-            data=str(cfg.data) if cfg.data else None,
-            baseline=cfg.baseline,
-        ),
+        **run_metadata(**config_dict(cfg), benchmark_hashes=hashes),
     }
     plot(rows, out / "results.png.tmp")
     os.replace(out / "results.png.tmp", out / "results.png")

@@ -1,6 +1,11 @@
 """The ``longshort`` command line.
 
 longshort solve "What is 12 * 34 + 5?" --long-model PATH [--short-model PATH] [--json]
+longshort eval --benchmarks testbed --limit 100 --out runs/eval     # --config runs/eval/config.yaml: the same run
+
+``solve``, ``demo`` and ``grade`` declare their options here; every other command is ``main(config)``
+with its options generated from its config dataclass (``longshort.cli._options``), ``--config
+FILE.yaml`` included.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from rich.panel import Panel
 
 from longshort.cli._console import console, csv_list
 from longshort.cli._console import fail as _fail
+from longshort.cli._options import add_config_command
+from longshort.errors import LongShortError
+from longshort.evals.eval_config import EvalConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long⊗Short: two models, one efficient reasoner.")
 
@@ -64,7 +72,6 @@ def solve(
 ) -> None:
     """Solve one question with the Long⊗Short reasoner and print the conversation."""
     from longshort.agents.loading import load_agents
-    from longshort.errors import LongShortError
     from longshort.graphs import build_reasoner, episode_from_state
 
     try:  # no --long-model: the shipped testbed pair, offline
@@ -172,75 +179,24 @@ def grade(
     )
 
 
-@app.command("eval")
-def eval_(
-    benchmark: str = typer.Option(..., "--benchmark", help="Comma-separated: math500,aime24,aime25,amc23,gpqa."),
-    system: str = typer.Option("longshort,long-only,short-only", "--system", help="longshort, long-only, short-only."),
-    long_model: str = typer.Option(None, "--long-model", help="Default: the shipped testbed reasoner."),
-    short_model: str = typer.Option(None, "--short-model", help="Default: the shipped testbed base."),
-    backend: BackendName = typer.Option(BackendName.hf, "--backend"),
-    base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
-    api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY"),
-    timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),
-    device: str = typer.Option(None, "--device", help="For --backend hf: cpu or cuda."),
-    data: Path = typer.Option(None, "--data", help="Local file for a single --benchmark (else the Hub)."),
-    limit: int = typer.Option(None, "--limit", min=0, help="First N problems of each benchmark."),
-    k: int = typer.Option(1, "-k", "--k", min=1, help="Samples per problem (Pass@1 = mean over them)."),
-    temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy; k > 1 needs > 0."),
-    max_turns: int = typer.Option(8, min=1),
-    max_tokens_per_turn: int = typer.Option(1024, min=1),
-    max_total_tokens: int = typer.Option(4096, min=1, help="Also the solo systems' one-turn budget."),
-    batch_size: int = typer.Option(32, min=1, help="Problems per batch sent to the backend."),
-    out: Path = typer.Option(Path("results/eval"), "--out", help="items.jsonl, run.json, results.{json,md,png}."),
-    baseline: str = typer.Option(None, "--baseline", help="AES reference system (default long-only if run)."),
-    no_progress: bool = typer.Option(False, "--no-progress"),
-) -> None:
+def eval_main(config: EvalConfig) -> None:
     """Evaluate systems on benchmarks: resumable (re-run the same command), Table 2 style results."""
-    from longshort.errors import LongShortError
     from longshort.evals.benchmarks import register_generated
-    from longshort.evals.runner import EvalConfig, run_eval
+    from longshort.evals.runner import run_eval
     from longshort.testbed.sources import TESTBED, testbed_items
 
     register_generated(TESTBED, testbed_items)
-
-    if long_model is None or short_model is None:
-        if backend not in (BackendName.hf, BackendName.hf_process):
-            _fail("--backend openai/vllm needs --long-model and --short-model (served names or paths)")
-        from longshort.shipped import default_model
-
-        long_model = long_model or str(default_model("long"))
-        short_model = short_model or str(default_model("short"))
-    cfg = EvalConfig(
-        benchmarks=csv_list(benchmark),
-        systems=csv_list(system),
-        long_model=long_model,
-        short_model=short_model,
-        out=out,
-        backend=backend.value,
-        base_url=base_url,
-        api_key=api_key,
-        timeout=timeout,
-        device=device,
-        data=data,
-        limit=limit,
-        k=k,
-        temperature=temperature,
-        max_turns=max_turns,
-        max_tokens_per_turn=max_tokens_per_turn,
-        max_total_tokens=max_total_tokens,
-        batch_size=batch_size,
-        baseline=baseline,
-    )
+    out = config.out
     try:
-        run_eval(cfg, progress=not no_progress, say=lambda m: console.print(f"[dim]{m}[/]"))
-    except (ValueError, FileNotFoundError, ImportError, OSError, LongShortError) as e:
-        _fail(str(e))
+        run_eval(config, say=lambda m: console.print(f"[dim]{m}[/]"))
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: finished items are in {out / 'items.jsonl'}; re-run to resume[/]")
         raise typer.Exit(130) from None
     Console().print((out / "results.md").read_text(encoding="utf-8"))
-    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}")
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'}, {out / 'config.yaml'}")
 
+
+add_config_command(app, "eval", EvalConfig, eval_main, errors=(LongShortError, ValueError, ImportError, OSError))
 
 from longshort.cli.analyze import analyze_app  # noqa: E402 (sub-app, after the main app is defined)
 
@@ -249,7 +205,6 @@ app.add_typer(analyze_app, name="analyze")
 from longshort.cli.train import train_app  # noqa: E402 (sub-app, after the main app is defined)
 
 app.add_typer(train_app, name="train")
-import longshort.cli.rl  # noqa: E402,F401 (registers `train rl` on the train sub-app)
 from longshort.cli.testbed import testbed_app  # noqa: E402 (sub-app, after the main app is defined)
 
 app.add_typer(testbed_app, name="testbed")

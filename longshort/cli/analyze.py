@@ -6,13 +6,15 @@
     longshort analyze report --dir runs/analysis                          # analysis.json + PNGs
 
 Every step reads and writes files in one directory, so each can be re-run or resumed on its own.
+Each command is ``main(config)`` with its options generated from the config (``ChunkConfig``,
+``RolloutConfig``, ``ScoreConfig``, ``ReportConfig`` in training/analysis/*_config.py); each step
+writes its config as ``DIR/<step>_config.yaml``, so ``--config DIR/chunk_config.yaml`` repeats it.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -20,15 +22,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from longshort.cli._console import console
 from longshort.cli._console import fail as _fail
-from longshort.training.analysis.importance import DEFAULT_METRIC
+from longshort.cli._options import add_config_command
+from longshort.config import config_dict, save_config
+from longshort.training.analysis.chunk_config import ChunkConfig
+from longshort.training.analysis.report_config import ReportConfig
+from longshort.training.analysis.rollout_config import RolloutConfig
+from longshort.training.analysis.score_config import ScoreConfig
+
+__all__ = ["analyze_app", "chunk_main", "report_main", "rollout_main", "score_main"]
 
 analyze_app = typer.Typer(no_args_is_help=True, help="Thought analysis: chunk, Monte Carlo rollouts, scores, report.")
-
-
-class GrouperName(str, Enum):
-    rule = "rule"
-    llm = "llm"
-    step = "step"
 
 
 def _token_counter(tokenizer: str | None):
@@ -41,21 +44,21 @@ def _token_counter(tokenizer: str | None):
     return lambda text: len(tok.encode(text, add_special_tokens=False))
 
 
-def _grouper(name: GrouperName, llm_model: str | None, llm_base_url: str | None, llm_api_key: str, retries: int):
+def _grouper(config: ChunkConfig):
     from longshort.training.analysis.chunking import LLMGrouper, RuleGrouper, StepGrouper
 
-    if name is GrouperName.rule:
+    if config.grouper == "rule":
         return RuleGrouper()
-    if name is GrouperName.step:
+    if config.grouper == "step":
         return StepGrouper()
-    if not llm_model:
-        _fail("--grouper llm needs --llm-model (and --llm-base-url for a local OpenAI-compatible server)")
     try:
         from langchain_openai import ChatOpenAI
     except ImportError:
         _fail("--grouper llm needs langchain-openai: pip install 'longshort[serve]'")
-    chat = ChatOpenAI(model=llm_model, base_url=llm_base_url, api_key=llm_api_key, temperature=0.1, timeout=120)
-    return LLMGrouper(chat, max_retries=retries)
+    chat = ChatOpenAI(
+        model=config.llm_model, base_url=config.llm_base_url, api_key=config.llm_api_key, temperature=0.1, timeout=120
+    )
+    return LLMGrouper(chat, max_retries=config.retries)
 
 
 def _read_responses(path: Path):
@@ -70,39 +73,23 @@ def _read_responses(path: Path):
         _fail(str(e))
 
 
-@analyze_app.command("chunk")
-def chunk(
-    out: Path = typer.Option(Path("runs/analysis"), "--out", help="analysis directory"),
-    input: Path = typer.Option(None, "--input", help="JSONL of {question, answer, response} (id optional)"),
-    testbed: bool = typer.Option(False, "--testbed", help="held-out testbed problems, teacher thoughts, labels"),
-    n: int = typer.Option(100, "--n", min=1, help="testbed problems"),
-    split: str = typer.Option("test", "--split", help="testbed split: test (held-out analysis) or train (cold start)"),
-    seed: int = typer.Option(0, "--seed", min=0),
-    grouper: GrouperName = typer.Option(GrouperName.rule, "--grouper", help="how steps become thoughts"),
-    llm_model: str = typer.Option(None, "--llm-model", help="chat model for --grouper llm"),
-    llm_base_url: str = typer.Option(None, "--llm-base-url"),
-    llm_api_key: str = typer.Option("EMPTY", "--llm-api-key", envvar="OPENAI_API_KEY"),
-    retries: int = typer.Option(5, "--retries", min=1, help="LLM grouping attempts before the fallback"),
-    tokenizer: str = typer.Option(None, "--tokenizer", help="tokenizer that measures thought lengths"),
-) -> None:
+def chunk_main(config: ChunkConfig) -> None:
     """Cut long CoTs into thoughts: chunks.jsonl (one problem per line) and thoughts.jsonl (a table)."""
     from longshort.testbed.sources import testbed_problems
     from longshort.training.analysis.chunking import ChunkingError, chunk_response
     from longshort.training.analysis.report import write_problems
     from longshort.training.analysis.rollouts import AnalysisProblem
 
-    if testbed == (input is not None):
-        _fail("give exactly one of --input FILE or --testbed")
-    count = _token_counter(tokenizer)
+    out = config.out
+    count = _token_counter(config.tokenizer)
     skipped: Counter[str] = Counter()
-    if testbed:
-        if split not in ("train", "validation", "test"):
-            _fail("--split must be train, validation or test")
-        problems = testbed_problems(n, seed, count_tokens=count, split=split)
+    if config.testbed:
+        problems = testbed_problems(config.n, config.seed, count_tokens=count, split=config.split)
     else:
-        group = _grouper(grouper, llm_model, llm_base_url, llm_api_key, retries)
+        assert config.input is not None  # ChunkConfig: exactly one of input and testbed
+        group = _grouper(config)
         problems = []
-        for number, row in _read_responses(input):
+        for number, row in _read_responses(config.input):
             if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                 skipped["no_question"] += 1
                 continue
@@ -151,9 +138,10 @@ def chunk(
         "thoughts": len(rows),
         "skipped": dict(skipped),
         "fallbacks": sum(p.fallback_reason is not None for p in problems),
-        "testbed": {"split": split, "n": n, "seed": seed} if testbed else None,
+        "testbed": {"split": config.split, "n": config.n, "seed": config.seed} if config.testbed else None,
     }
-    (out / "chunk_report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "chunk_report.json").write_text(json.dumps({**summary, "config": config_dict(config)}, indent=2) + "\n")
+    save_config(config, out / "chunk_config.yaml")
     console.print_json(data=summary)
 
 
@@ -189,107 +177,81 @@ def _run(agent, problems, jobs, path: Path, n: int, max_new_tokens: int, seed: i
         )
 
 
-_MODEL = typer.Option(None, "--model", help="base model (path or hub id; default: the shipped testbed base)")
-_BASE_URL = typer.Option(None, "--base-url", help="an OpenAI-compatible server instead of a local model")
-_DEVICE = typer.Option(None, "--device")
-_N = typer.Option(32, "--n-rollouts", min=1, help="continuations per prefix (paper: 128 for the analysis)")
-_MAX_NEW = typer.Option(512, "--max-new-tokens", min=1)
-_BATCH = typer.Option(256, "--max-batch-size", min=1)
-_SEED = typer.Option(0, "--seed", min=0)
-_DIR = typer.Option(Path("runs/analysis"), "--dir", help="analysis directory (from `analyze chunk`)")
-
-
-@analyze_app.command("rollout")
-def rollout(
-    dir: Path = _DIR,
-    model: str = _MODEL,
-    base_url: str = _BASE_URL,
-    device: str = _DEVICE,
-    n_rollouts: int = _N,
-    max_new_tokens: int = _MAX_NEW,
-    max_batch_size: int = _BATCH,
-    seed: int = _SEED,
-    no_share: bool = typer.Option(False, "--no-share", help="prefill every continuation's prefix on its own"),
-) -> None:
+def rollout_main(config: RolloutConfig) -> None:
     """N continuations of every prefix y1..yi by the base model, graded; resumable (rollouts.jsonl)."""
     from longshort.training.analysis.report import read_problems
     from longshort.training.analysis.rollouts import AnalysisError, prefix_jobs
 
+    dir = config.dir
     try:
         problems = read_problems(dir / "chunks.jsonl")
     except AnalysisError as e:
         _fail(str(e))
     problems = [p for p in problems if p.answer]
     jobs = [j for p in problems for j in prefix_jobs(p)]
-    agent = _agent(model, base_url, device, max_batch_size, not no_share)
-    stats = _run(agent, problems, jobs, dir / "rollouts.jsonl", n_rollouts, max_new_tokens, seed)
+    agent = _agent(config.model, config.base_url, config.device, config.max_batch_size, config.share_prefills)
+    stats = _run(agent, problems, jobs, dir / "rollouts.jsonl", config.n_rollouts, config.max_new_tokens, config.seed)
     agent.backend.close()
-    summary = {**stats.model_dump(), "rollouts_per_s": stats.rollouts_per_s, "share_prefills": not no_share}
+    summary = {**stats.model_dump(), "rollouts_per_s": stats.rollouts_per_s, "share_prefills": config.share_prefills}
     with (dir / "rollout_runs.jsonl").open("a") as f:
-        f.write(json.dumps(summary) + "\n")
+        f.write(json.dumps({**summary, "config": config_dict(config)}) + "\n")
+    save_config(config, dir / "rollout_config.yaml")
     console.print_json(data=summary)
 
 
-@analyze_app.command("score")
-def score(
-    dir: Path = _DIR,
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="level of the significance variant"),
-) -> None:
+def score_main(config: ScoreConfig) -> None:
     """M(yi) under both metrics and each one's selection, for every problem with complete rollouts."""
     from longshort.training.analysis.report import read_problems, score_all, write_scores
     from longshort.training.analysis.rollouts import AnalysisError, read_records
 
+    dir = config.dir
     try:
         problems = read_problems(dir / "chunks.jsonl")
-        scored, skipped = score_all(problems, read_records(dir / "rollouts.jsonl"), alpha=alpha)
+        scored, skipped = score_all(problems, read_records(dir / "rollouts.jsonl"), alpha=config.alpha)
     except AnalysisError as e:
         _fail(str(e))
     write_scores(scored, dir / "scores.jsonl")
-    console.print_json(data={"scored": len(scored), "skipped": skipped})
+    summary = {"scored": len(scored), "skipped": skipped}
+    (dir / "score_report.json").write_text(json.dumps({**summary, "config": config_dict(config)}, indent=2) + "\n")
+    save_config(config, dir / "score_config.yaml")
+    console.print_json(data=summary)
 
 
-@analyze_app.command("report")
-def report_(
-    dir: Path = _DIR,
-    out: Path = typer.Option(None, "--out", help="where analysis.json and the PNGs go (default: --dir)"),
-    metric: str = typer.Option(DEFAULT_METRIC, "--metric", help="the headline metric: paper or significance"),
-    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0),
-    model: str = _MODEL,
-    base_url: str = _BASE_URL,
-    device: str = _DEVICE,
-    n_rollouts: int = typer.Option(None, "--n-rollouts", min=1, help="default: as many as the prefixes had"),
-    max_new_tokens: int = _MAX_NEW,
-    max_batch_size: int = _BATCH,
-    seed: int = _SEED,
-) -> None:
+def report_main(config: ReportConfig) -> None:
     """The functional check (rollouts from the selected thoughts only, and from a random selection of
     the same token budget), then analysis.json with AUROC / precision / recall and the figures."""
-    from longshort.training.analysis.importance import METRICS
+    from longshort.provenance import run_metadata
     from longshort.training.analysis.report import plot, read_problems, report, score_all, selection_jobs, write_report
     from longshort.training.analysis.rollouts import AnalysisError, read_records
 
-    if metric not in METRICS:
-        _fail(f"--metric must be one of {', '.join(METRICS)}")
-    out = out or dir
+    dir, seed = config.dir, config.seed
+    out = config.out or dir
     try:
         problems = read_problems(dir / "chunks.jsonl")
         records = read_records(dir / "rollouts.jsonl")
-        scored, _ = score_all(problems, records, alpha=alpha)
+        scored, _ = score_all(problems, records, alpha=config.alpha)
     except AnalysisError as e:
         _fail(str(e))
     if not scored:
         _fail(f"no problem in {dir} has complete rollouts: run `longshort analyze rollout --dir {dir}` first")
     by_id = {p.problem_id: p for p in problems}
     jobs = [j for s in scored for j in selection_jobs(by_id[s.problem_id], s, seed)]
-    n = n_rollouts or max(records[(s.problem_id, "prefix:0")].total for s in scored)
-    agent = _agent(model, base_url, device, max_batch_size, True)
-    _run(agent, problems, jobs, dir / "rollouts.jsonl", n, max_new_tokens, seed)
+    n = config.n_rollouts or max(records[(s.problem_id, "prefix:0")].total for s in scored)
+    agent = _agent(config.model, config.base_url, config.device, config.max_batch_size, config.share_prefills)
+    _run(agent, problems, jobs, dir / "rollouts.jsonl", n, config.max_new_tokens, seed)
     agent.backend.close()
-    result = report(problems, read_records(dir / "rollouts.jsonl"), metric=metric, alpha=alpha, seed=seed)  # type: ignore[arg-type]
+    result = report(problems, read_records(dir / "rollouts.jsonl"), metric=config.metric, alpha=config.alpha, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
-    path = write_report(result, out)
+    path = write_report({**result, **run_metadata(**config_dict(config))}, out)
+    save_config(config, out / "report_config.yaml")
     pngs = plot(result, out)
     keys = ("auroc", "auroc_paper", "auroc_significance", "random_auroc", "selection_precision", "selection_recall")
     keys += ("kept_token_frac", "acc_selected", "acc_all", "acc_random_same_budget", "n_problems", "n_thoughts")
     console.print_json(data={k: result.get(k) for k in keys})
     console.print(f"wrote {path} and {', '.join(p.name for p in pngs)}")
+
+
+add_config_command(analyze_app, "chunk", ChunkConfig, chunk_main)
+add_config_command(analyze_app, "rollout", RolloutConfig, rollout_main)
+add_config_command(analyze_app, "score", ScoreConfig, score_main)
+add_config_command(analyze_app, "report", ReportConfig, report_main)

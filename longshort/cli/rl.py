@@ -1,7 +1,7 @@
 """``longshort train rl``: synergizing multi-turn RL of both agents (PAPER.md §6; see training/rl/trainer.py).
 
     longshort train rl --config training/configs/rl/testbed.yaml                 # the testbed recipe, one GPU
-    longshort train rl --config my.yaml --schedule L1,S1 --max-steps 20
+    longshort train rl --config my.yaml --schedule L1,S1 --max-steps 20   # options override the YAML
     accelerate launch --config_file training/configs/accelerate/ddp.yaml -m longshort.cli train rl --config …
 
 The CLI's part is the data: ``data: testbed`` is the testbed's train split (and its held-out test
@@ -17,7 +17,7 @@ from typing import Any
 
 from longshort.cli._console import console
 
-__all__ = ["load_problems", "main"]
+__all__ = ["default_config_path", "load_problems", "main", "rl_command"]
 
 QUESTION_COLUMNS = ("prompt", "question", "problem")
 
@@ -84,46 +84,26 @@ def print_rounds(rounds: list[dict]) -> None:
     Console().print(table)
 
 
-def _register() -> None:
-    import typer
+def default_config_path() -> Path:
+    """The shipped testbed recipe (inside the installed package)."""
+    import longshort.training
 
-    from longshort.cli._console import fail
-    from longshort.cli.train import train_app
+    return Path(longshort.training.__file__).resolve().parent / "configs" / "rl" / "testbed.yaml"
 
-    @train_app.command("rl")
-    def rl(
-        config: Path = typer.Option(
-            Path("training/configs/rl/testbed.yaml"),
-            "--config",
-            help="YAML of RLConfig fields (every GRPOConfig field too)",
-        ),
-        schedule: str = typer.Option(None, "--schedule", help="rounds in order, e.g. L1,L2,S1,L3,S2,L4"),
-        output_dir: str = typer.Option(None, "--output-dir", help="where rounds/, rounds.json and the trace store go"),
-        max_steps: int = typer.Option(None, "--max-steps", help="optimizer steps per round"),
-    ) -> None:
-        """Alternating GRPO of the long and short agents through the reasoner graph (resumable: re-run it)."""
-        import yaml
 
-        from longshort.errors import LongShortError
+def rl_command():
+    """``train rl`` with options generated from ``RLConfig`` (built on first use: it imports trl)."""
+    from longshort.cli._options import lazy_command
 
-        if not config.is_file():
-            fail(f"config file {config} not found")
-        values = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        values.update(
-            {k: v for k, v in dict(schedule=schedule, output_dir=output_dir, max_steps=max_steps).items() if v}
-        )
+    def config_class() -> type:
         from longshort.training.rl.config import RLConfig
 
-        try:
-            run = RLConfig(**values)
-        except TypeError as e:
-            fail(f"{config}: {e}")
-        except ValueError as e:
-            fail(str(e))
-        try:
-            main(run)
-        except (LongShortError, ValueError, FileNotFoundError, OSError) as e:
-            fail(str(e))
+        return RLConfig
 
-
-_register()
+    return lazy_command(
+        "rl",
+        config_class,
+        main,
+        help="Alternating GRPO of the long and short agents through the reasoner graph (resumable: re-run it).",
+        config_file=lambda path, given: path or default_config_path(),
+    )

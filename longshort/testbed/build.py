@@ -18,11 +18,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
-from longshort.testbed.checkpoints import MODELS
-from longshort.testbed.train import TestbedTrainConfig, load_or_train_tokenizer
+from longshort.config import config_dict, save_config
+from longshort.shipped import MODELS
+from longshort.testbed.build_config import TestbedBuildConfig
+from longshort.testbed.train import load_or_train_tokenizer
 
 _SHIPPED = (
     "config.json",
@@ -35,35 +36,23 @@ _SHIPPED = (
 )
 
 
-def _train_args(config: TestbedTrainConfig) -> list[str]:
-    args = []
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.name == "model" or value is None:
-            continue
-        args += [f"--{f.name.replace('_', '-')}", str(value)]
-    return args
-
-
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
-def build(
-    config: TestbedTrainConfig,
-    assets: Path,
-    *,
-    eval_n: int = 500,
-    eval_seed: int = 0,
-    results: Path | None = None,
-    models: tuple[str, ...] = MODELS,
-) -> dict:
-    from longshort.testbed.checkpoints import write_manifest
+def build(config: TestbedBuildConfig) -> dict:
+    """Train ``config.models`` (keeping the others from ``config.assets``), measure, write the assets.
+
+    ``OUT/config.yaml`` repeats the build (``testbed build --config``); each model trains from its own
+    ``OUT/train-<model>.yaml`` (``testbed train --config``), recorded with its train_info.json.
+    """
+    from longshort.testbed.checkpoints import assets_dir, write_manifest
     from longshort.testbed.tasks import generate_problems
 
     out = Path(config.out)
-    unknown = set(models) - set(MODELS)
-    if not models or unknown:
-        raise ValueError(f"models must be a non-empty subset of {MODELS}, got {models}")
+    assets = Path(config.assets) if config.assets else assets_dir()
+    models = tuple(config.models)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
     kept = [kind for kind in MODELS if kind not in models]
     for kind in kept:  # retrain only some: the others, and their shared tokenizer, come from ``assets``
         if not (assets / kind / "model.safetensors").exists():
@@ -75,10 +64,12 @@ def build(
                 shutil.copy2(assets / kind / name, out / "tokenizer" / name)
     start = time.perf_counter()
     problems = generate_problems("train", config.n_train, seed=config.seed, n_ops=config.n_ops)
-    load_or_train_tokenizer(config, problems)  # once, before the two trainings read it
+    load_or_train_tokenizer(config.train_config("reasoner"), problems)  # once, before the two trainings read it
+    for kind in models:
+        save_config(config.train_config(kind), out / f"train-{kind}.yaml")
     procs = {
         kind: subprocess.Popen(
-            [sys.executable, "-m", "longshort.cli", "testbed", "train", "--model", kind, *_train_args(config)],
+            [sys.executable, "-m", "longshort.cli", "testbed", "train", "--config", str(out / f"train-{kind}.yaml")],
             stdout=open(out / f"train-{kind}.log", "w"),  # noqa: SIM115 (closed with the process)
             stderr=subprocess.STDOUT,
         )
@@ -101,9 +92,16 @@ def build(
     write_manifest(staging, command=command, seed=config.seed, metrics={"train_seconds": train_s}, **_provenance())
     # measured before the swap, so a failed evaluation leaves the old assets in place
     result = (
-        measure(staging, eval_n=eval_n, eval_seed=eval_seed, results=results, out=out / "eval")
-        if eval_n
-        else {"metrics": {"train_seconds": train_s}}
+        measure(
+            staging,
+            eval_n=config.eval_n,
+            eval_seed=config.eval_seed,
+            results=config.results,
+            out=out / "eval",
+            config=config_dict(config),
+        )
+        if config.eval_n
+        else {"metrics": {"train_seconds": train_s}, "config": config_dict(config)}
     )
     shutil.rmtree(assets, ignore_errors=True)
     staging.rename(assets)
@@ -118,8 +116,12 @@ def measure(
     results: Path | None = None,
     out: Path | None = None,
     device: str | None = None,
+    config: dict | None = None,
 ) -> dict:
     """The issue's numbers for the models in ``assets``, written into its manifest and ``results``.
+
+    ``results`` records ``config`` (the build's or measure's command config) and the models' training
+    config (``train_config``, from the reasoner's train_info.json).
 
     Split from training so that a GPU lease shorter than training plus evaluation can do one, then
     the other (``longshort testbed measure``).
@@ -168,7 +170,8 @@ def measure(
         "metrics": metrics,
         "teacher": stats.model_dump(),
         "manifest": manifest.model_dump(),
-        **run_metadata(**info, eval_n=eval_n),
+        "train_config": info,
+        **run_metadata(**(config if config is not None else {"assets": str(assets), "eval_n": eval_n})),
     }
     write_json_atomic(result, results or Path("results") / "testbed.json")
     return result

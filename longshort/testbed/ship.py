@@ -1,7 +1,7 @@
 """Ship a cold-start SFT pair (two LoRA adapters) inside the package: ``longshort testbed ship-sft``.
 
-    longshort train sft --agent long  --lora --out runs/coldstart/sft-long    # from the shipped reasoner
-    longshort train sft --agent short --lora --out runs/coldstart/sft-short   # from the shipped base
+    longshort train sft --agent long  --lora --output-dir runs/coldstart/sft-long    # from the shipped reasoner
+    longshort train sft --agent short --lora --output-dir runs/coldstart/sft-short   # from the shipped base
     longshort testbed ship-sft --long runs/coldstart/sft-long --short runs/coldstart/sft-short \\
         --metrics runs/coldstart/demo/demo.json
 
@@ -50,7 +50,17 @@ _INFO_KEYS = (
     "created",
     "git_commit",
 )
-_CONFIG_KEYS = ("lora_r", "lora_alpha", "lora_target_modules", "lr", "epochs", "max_steps", "batch_size", "seed")
+_CONFIG_KEYS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "seed",
+    *("lr", "epochs", "batch_size"),  # the same three in an sft_info.json from before SFTRunConfig was TRL's
+)
 
 
 def _mb(n: int) -> str:

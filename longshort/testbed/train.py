@@ -7,7 +7,8 @@ Both share one tokenizer (trained first, saved to ``OUT/tokenizer``) so the grap
 ids between them unchanged. The reasoner learns long R1-style traces; the base learns one-shot
 short solutions and concise continuations of any long prefix (switch traces). Loss is on the
 completion only. Defaults are the GPU recipe (about 4M parameters, 3,000 steps of 128
-sequences); ``--steps 20 --batch-size 4 --n-train 64`` is a CPU smoke run.
+sequences); ``--steps 20 --batch-size 4 --n-train 64`` is a CPU smoke run. ``OUT/<model>/config.yaml``
+(``TestbedTrainConfig``, train_config.py) repeats a run: ``longshort testbed train --config FILE``.
 """
 
 from __future__ import annotations
@@ -15,58 +16,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from longshort.config import config_dict, save_config
 from longshort.testbed.tasks import generate_problems
+from longshort.testbed.train_config import ModelKind, TestbedTrainConfig
 
-ModelKind = Literal["reasoner", "base"]
-
-
-@dataclass
-class TestbedTrainConfig:
-    model: ModelKind = field(metadata={"help": "reasoner (long traces) or base (short + switch traces)"})
-    out: str = field(default="runs/testbed", metadata={"help": "output root; the model goes to OUT/<model>"})
-    n_train: int = field(default=20000, metadata={"help": "training problems drawn from the train split"})
-    n_ops: int = field(default=3, metadata={"help": "operations per problem"})
-    steps: int = field(default=3000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=128, metadata={"help": "sequences per step"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine schedule, 5% warm-up)"})
-    hidden_size: int = field(default=256, metadata={"help": "model width"})
-    layers: int = field(default=4, metadata={"help": "transformer layers"})
-    heads: int = field(default=4, metadata={"help": "attention heads"})
-    vocab_size: int = field(
-        default=1024, metadata={"help": "tokenizer vocabulary (trained if OUT/tokenizer is absent)"}
-    )
-    max_positions: int = field(default=3072, metadata={"help": "context length (RoPE: costs no parameters)"})
-    switches_per_problem: int = field(default=4, metadata={"help": "base only: long prefixes per problem"})
-    selections_per_problem: int = field(
-        default=2, metadata={"help": "base only: gapped selections of long thoughts per problem"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed for problems, teachers, init and data order"})
-    device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda if available)"})
-    init: str | None = field(
-        default=None,
-        metadata={
-            "help": "continue from the model of the same kind in this assets folder (and its tokenizer) instead "
-            "of a random init: one long run split over several GPU leases; the chain is kept in train_info.json"
-        },
-    )
-    max_seconds: float | None = field(
-        default=None,
-        metadata={
-            "help": "train for this much wall time instead of a step count: the cosine schedule runs over time "
-            "and training stops (and saves) when it is spent; for leased GPUs of unknown speed"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.model not in ("reasoner", "base"):
-            raise ValueError(f"model must be 'reasoner' or 'base', got {self.model!r}")
-        for name in ("n_train", "steps", "batch_size", "hidden_size", "layers", "heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+__all__ = ["ModelKind", "TestbedTrainConfig", "load_or_train_tokenizer", "train"]
 
 
 def _time_schedule(optimizer, seconds: float, warmup_steps: int):
@@ -226,7 +182,7 @@ def train(config: TestbedTrainConfig) -> Path:
     tokenizer.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
     info = {
-        "config": asdict(config),
+        "config": config_dict(config),
         "train_loss": result.training_loss,
         "steps_done": trainer.state.global_step,
         "seconds": elapsed,
@@ -237,4 +193,5 @@ def train(config: TestbedTrainConfig) -> Path:
         "init": init,
     }
     (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    save_config(config, out / "config.yaml")  # `testbed train --config OUT/<model>/config.yaml` repeats the run
     return out

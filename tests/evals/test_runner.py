@@ -70,6 +70,12 @@ def test_results_contract(first_run):
     assert len(lines) == 4
     run = json.loads((out / "run.json").read_text())
     assert run["config_hash"] == data["config_hash"]
+    assert run["config"]["systems"] == ["short-only", "longshort"] and "api_key" not in run["config"]
+    assert set(data["config"]["benchmark_hashes"]) == {"math500"} and data["config"]["limit"] == 2
+    from longshort.config import config_dict, load_config
+    from longshort.evals.eval_config import EvalConfig
+
+    assert config_dict(load_config(EvalConfig, out / "config.yaml")) == run["config"]  # --config reproduces the run
     md = (out / "results.md").read_text()
     assert "| short-only |" in md and "| longshort |" in md and "math500 Pass@1" in md
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
@@ -144,6 +150,24 @@ def test_bad_requests_are_clear_errors(tmp_path):
         ["eval", "--benchmark", "math500", "--system", "short-only", "--baseline", "long-only", "--out", str(tmp_path)],
     )
     assert r.exit_code == 2 and "--baseline" in r.output
+
+
+def test_config_checks_name_the_field():
+    from longshort.config import ConfigError
+
+    base = dict(benchmarks=["b"], systems=["long-only"], long_model="L", short_model="S", out=Path("."))
+    for extra, key in (
+        ({"k": 2}, "temperature"),
+        ({"systems": ["both"]}, "systems"),
+        ({"batch_size": 0}, "batch_size"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            runner.EvalConfig(**{**base, **extra})
+        assert e.value.key == key
+    with pytest.raises(ConfigError, match="needs --long-model") as e:
+        runner.EvalConfig(benchmarks=["b"], backend="openai")
+    assert e.value.key == "long_model"
+    assert runner.EvalConfig(**base).baseline == "long-only"  # the default baseline, when it runs
 
 
 def test_summary_rows_use_the_baseline():

@@ -34,6 +34,10 @@ def test_testbed_analysis_then_cold_start_end_to_end(tmp_path):
     assert len((d / "scores.jsonl").read_text().splitlines()) == 2
     _ok(["analyze", "report", *common])
     result = json.loads((d / "analysis.json").read_text())
+    assert result["config"]["max_new_tokens"] == 48 and result["config"]["metric"] == "paper"
+    for step in ("chunk", "rollout", "score", "report"):  # each step's record: --config DIR/<step>_config.yaml
+        assert (d / f"{step}_config.yaml").exists()
+    assert json.loads((d / "chunk_report.json").read_text())["config"]["testbed"] is True
     for key in ("auroc", "auroc_paper", "auroc_significance", "random_auroc", "selection_precision"):
         assert key in result
     assert 0 < result["kept_token_frac"] < 1 and result["n_problems"] == 2
@@ -44,11 +48,13 @@ def test_testbed_analysis_then_cold_start_end_to_end(tmp_path):
         data = tmp_path / "coldstart" / source
         _ok(["train", "data", "--analysis", str(d), "--out", str(data), "--source", source])
         info = json.loads((data / "data.json").read_text())
+        assert info["config"]["source"] == source and "llm_api_key" not in info["config"]  # no secret recorded
+        assert (data / "config.yaml").exists()
         assert info["dialogues"] == 2 and info["rows"]["long"] >= 2 and info["rows"]["short"] >= 2
     for agent in ("long", "short"):
         out = tmp_path / f"sft-{agent}"
         args = ["train", "sft", "--agent", agent, "--data", str(tmp_path / "coldstart" / "significance")]
-        _ok([*args, "--out", str(out), "--max-steps", "1", "--batch-size", "2", "--device", "cpu"])
+        _ok([*args, "--output-dir", str(out), "--max-steps", "1", "--per-device-train-batch-size", "2", "--use-cpu"])
         assert (out / "model.safetensors").exists() and (out / "sft_info.json").exists()
     # and the demo gains the fine-tuned pair's row
     pair = f"longshort-sft={tmp_path / 'sft-long'},{tmp_path / 'sft-short'}"

@@ -40,6 +40,16 @@ def test_training_changes_the_weights_and_saves_a_loadable_model(trained):
     assert not (trained / "base" / "trainer").exists()
 
 
+def test_the_run_records_its_config_and_config_yaml_reproduces_it(trained):
+    from longshort.config import load_config
+    from longshort.testbed.train_config import TestbedTrainConfig
+
+    info = json.loads((trained / "base" / "train_info.json").read_text())
+    again = load_config(TestbedTrainConfig, trained / "base" / "config.yaml")
+    assert again == TestbedTrainConfig(**info["config"])
+    assert (again.model, again.steps, again.hidden_size, again.vocab_size) == ("base", 4, 32, 700)
+
+
 def test_bad_config_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["testbed", "train", "--model", "teacher", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "reasoner" in result.output
@@ -64,6 +74,10 @@ def test_build_can_retrain_one_model_and_keep_the_other(tmp_path):
     assert sha256_file(assets / "base" / "model.safetensors") != before["base"]
     assert (assets / "base" / "tokenizer.json").read_bytes() == (assets / "reasoner" / "tokenizer.json").read_bytes()
     assert manifest.metrics["eval_n"] == 2
+    results = json.loads((tmp_path / "testbed.json").read_text())
+    assert results["config"]["models"] == ["base"] and results["config"]["n_ops"] == 3  # the build's own config
+    assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "train-base.yaml").exists()
+    assert not (tmp_path / "run" / "train-reasoner.yaml").exists()
 
     bad = CliRunner().invoke(app, ["testbed", "build", "--models", "teacher", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "subset" in bad.output

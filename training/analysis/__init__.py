@@ -6,6 +6,8 @@
     report      scores, selections, AUROC, the functional check, figures
 
 The CLI is ``longshort analyze chunk|rollout|score|report``; each step reads and writes one directory.
+Each step's config sits beside the code: ``chunk_config``, ``rollout_config``, ``score_config``,
+``report_config`` (``ChunkConfig`` … ``ReportConfig``, dataclasses with a help on every field).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     compression  a scored long CoT -> a Long⊗Short dialogue (kept thoughts verbatim, runs rewritten)
     build        analysis directory -> dialogues.jsonl + one SFT table per agent (``longshort train data``)
+    build_config ``ColdstartDataConfig``: one run of ``longshort train data``
     sft_data     dialogues -> per-agent rows, exactly the views the graph feeds each agent
-    sft_config   ``SFTRunConfig``: one run of ``longshort train sft``
+    sft_config   ``SFTRunConfig``: one run of ``longshort train sft``, a TRL ``SFTConfig``
     sft          TRL ``SFTTrainer`` on one agent, loss on its own turns only
 """
 

@@ -11,15 +11,15 @@ thoughts stay long: same data size, same training.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from longshort.training.analysis.importance import METRICS, select_long
 from longshort.training.analysis.report import read_problems, score_all
 from longshort.training.analysis.rollouts import AnalysisError, read_records
+from longshort.training.coldstart.build_config import Source
 
-Source = Literal["paper", "significance", "random"]
 SOURCES: tuple[str, ...] = (*METRICS, "random")
 
 
@@ -49,8 +49,12 @@ def build_coldstart(
     short_tokenizer,
     alpha: float = 0.05,
     seed: int = 0,
+    config: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Write the dialogues and both agents' SFT tables; return the data report (also OUT/data.json)."""
+    """Write the dialogues and both agents' SFT tables; return the data report (also OUT/data.json).
+
+    ``config``: the command's full config (``ColdstartDataConfig``), recorded in data.json.
+    """
     from longshort.provenance import run_metadata, write_json_atomic
     from longshort.training.coldstart.compression import compress_all
     from longshort.training.coldstart.sft_data import sft_tables
@@ -80,7 +84,8 @@ def build_coldstart(
         "rows": {role: len(t) for role, t in tables.items()},
         "kept_token_frac": _kept_fraction(used, chosen),
         "mean_turns": sum(len(d.turns) for d in dialogues) / max(1, len(dialogues)),
-        **run_metadata(analysis=str(analysis), alpha=alpha, seed=seed, rewriter=getattr(rewriter, "name", "")),
+        "rewriter": getattr(rewriter, "name", ""),
+        **run_metadata(**(config if config is not None else {"analysis": str(analysis), "alpha": alpha, "seed": seed})),
     }
     write_json_atomic(report, out / "data.json")
     return report

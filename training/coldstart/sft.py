@@ -1,13 +1,17 @@
 """Cold-start SFT (PAPER.md §5): each agent is fine-tuned on its own rows, next-token loss on the target turn only.
 
     longshort train sft --agent long                                   # testbed defaults: configs/sft/long.yaml
-    longshort train sft --agent short --data runs/coldstart/sft --out runs/coldstart/sft-short --lora
-    accelerate launch --config_file training/configs/accelerate/zero2.yaml \\
-        -m longshort.cli train sft --agent long --model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --data DIR --out DIR
+    longshort train sft --agent short --data runs/coldstart/sft --output-dir runs/coldstart/sft-short --lora
+    longshort train sft --config runs/coldstart/sft-short/config.yaml   # a run again (each run writes its config)
+    accelerate launch --config_file training/configs/accelerate/zero2.yaml -m longshort.cli \\
+        train sft --agent long --model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --data DIR --output-dir DIR
 
 (``zero3.yaml`` shards the parameters too; ``ddp.yaml`` replicates them; set ``num_processes`` in
 the file to the number of GPUs.) The same code runs in one process and under ``accelerate launch``:
 every process trains, only the main one writes.
+
+The config (``SFTRunConfig``, sft_config.py) is a TRL ``SFTConfig`` and goes to ``SFTTrainer`` as its
+``args``, unchanged: every TRL setting is set in the YAML or on the command line.
 
 Rows come from ``training/coldstart/sft_data.py``: ``input_ids`` (prompt ∥ target turn) and
 ``completion_mask`` (1 on the target), plus provenance columns, which are dropped here. TRL's
@@ -146,42 +150,18 @@ def load_rows(config: SFTRunConfig) -> tuple[Dataset, dict[str, Any]]:
 
 
 def build_trainer(config: SFTRunConfig):
-    """The ``SFTTrainer`` for ``config`` and the row counts; the data is checked before the model loads."""
+    """The ``SFTTrainer`` for ``config`` (its ``args``) and the row counts; the data is checked before the model loads.
+
+    The config is built before the model (the CLI builds it): under ZeRO-3 that makes ``from_pretrained``
+    shard the weights as they load.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     rows, stats = load_rows(config)
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available; use --device cpu")
-    use_cpu = config.device == "cpu" or not torch.cuda.is_available()
-    bf16 = (not use_cpu) if config.bf16 is None else config.bf16
-    # transformers 5 renamed gradient_checkpointing (the old name still works, with a warning)
-    renamed = "activation_checkpointing" in SFTConfig.__dataclass_fields__
-    checkpointing = {"activation_checkpointing" if renamed else "gradient_checkpointing": config.gradient_checkpointing}
-    args = SFTConfig(  # built before the model: under ZeRO-3 it makes from_pretrained shard the weights as they load
-        output_dir=config.out,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        max_grad_norm=1.0,
-        bf16=bf16,
-        use_cpu=use_cpu,
-        seed=config.seed,
-        max_length=config.max_length,
-        completion_only_loss=True,
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        **checkpointing,
-    )
-    deepspeed = args.deepspeed_plugin is not None
-    dtype = torch.bfloat16 if bf16 and (deepspeed or config.lora) else torch.float32
+    deepspeed = config.deepspeed_plugin is not None
+    dtype = torch.bfloat16 if config.bf16 and (deepspeed or config.lora) else torch.float32
     path = model_path(config)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -197,7 +177,7 @@ def build_trainer(config: SFTRunConfig):
             target_modules=config.lora_target_modules,
         )
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config
+        model=model, args=config, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config
     )
     stats["model"] = path
     stats["load_dtype"] = str(dtype).removeprefix("torch.")
@@ -225,15 +205,18 @@ def _save_full(trainer, out: Path, dtype_name: str) -> None:
 
 
 def train_sft(config: SFTRunConfig) -> Path:
-    """Train one agent and save it to ``config.out``: a full model in ``save_dtype``, or a LoRA adapter.
+    """Train one agent and save it to ``config.output_dir``: a full model in ``save_dtype``, or a LoRA adapter.
 
-    ``out/sft_info.json`` records the config, loss, steps, rows used and dropped, time and device, and the
-    sha256 of the starting weights (``base_sha256``, for a local single-file model; `testbed ship-sft` checks it).
+    ``sft_info.json`` records the config, loss, steps, rows used and dropped, time and device, and the
+    sha256 of the starting weights (``base_sha256``, for a local single-file model; `testbed ship-sft` checks it);
+    ``config.yaml`` is the config as it was given (``train sft --config`` repeats the run).
     """
+    from longshort.config import config_dict, save_config
     from longshort.provenance import run_metadata, write_json_atomic
 
+    recorded = config_dict(config)  # before the trainer: what was asked for
     trainer, stats = build_trainer(config)
-    out = Path(config.out)
+    out = Path(config.output_dir)
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
@@ -244,7 +227,7 @@ def train_sft(config: SFTRunConfig) -> Path:
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # sft_info.json has the config
         info: dict[str, Any] = {
-            **run_metadata(**config.model_dump()),
+            **run_metadata(**recorded),
             "agent": config.agent,
             "model": stats["model"],
             "base_sha256": _weights_sha256(stats.pop("model")),
@@ -260,6 +243,7 @@ def train_sft(config: SFTRunConfig) -> Path:
             "bf16": trainer.args.bf16,
         }
         write_json_atomic(info, out / "sft_info.json")
+        save_config(recorded, out / "config.yaml")
     trainer.accelerator.wait_for_everyone()
     return out
 

@@ -1,18 +1,28 @@
-"""The configuration of one cold-start SFT run (``longshort train sft``), readable from and writable to YAML.
+"""``SFTRunConfig``: one cold-start SFT run (``longshort train sft``), a TRL ``SFTConfig``.
 
-    config = SFTRunConfig.from_yaml("training/configs/sft/long.yaml", lr=5e-5)  # None overrides are ignored
-    config.to_yaml("runs/coldstart/sft-long.yaml")                                # reproduces the run
+    config = load_config(SFTRunConfig, default_config_path("long"), {"learning_rate": 5e-5})
+    save_config(config, "runs/coldstart/sft-long/config.yaml")      # what train_sft writes: it reproduces the run
 
-The shipped ``training/configs/sft/{long,short}.yaml`` are the testbed defaults; relative paths in a
-config are relative to the working directory the run starts in.
+Every trainer setting is TRL's own field (``learning_rate``, ``num_train_epochs``, ``max_steps``,
+``per_device_train_batch_size``, ``gradient_accumulation_steps``, ``output_dir``, ``use_cpu``, …),
+passed to ``SFTTrainer`` as is; the fields below add the agent, its data and starting model, and
+LoRA, and set testbed defaults on a few of TRL's (cosine schedule, no checkpoints). The loss is on
+the completion only, always: the rows carry a ``completion_mask``. The shipped
+``training/configs/sft/{long,short}[-lora].yaml`` are the testbed runs; relative paths are relative
+to the working directory the run starts in.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from trl import SFTConfig
+
+from longshort.config import ConfigError, option
+
+__all__ = ["AgentName", "SFTRunConfig", "default_config_path"]
 
 AgentName = Literal["long", "short"]
 
@@ -22,82 +32,103 @@ def default_config_path(agent: AgentName) -> Path:
     return Path(__file__).resolve().parent.parent / "configs" / "sft" / f"{agent}.yaml"
 
 
-class SFTRunConfig(BaseModel):
+@dataclass
+class SFTRunConfig(SFTConfig):
     """Supervised fine-tuning of one agent on its own rows, loss on the completion only."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    #: inherited TRL fields that get a command-line option (every other one is settable in YAML)
+    cli_fields: ClassVar[tuple[str, ...]] = (
+        "max_steps",
+        "gradient_accumulation_steps",
+        "weight_decay",
+        "max_grad_norm",
+        "activation_checkpointing",
+        "use_cpu",
+        "logging_steps",
+        "save_steps",
+        "report_to",
+    )
+    #: keys of the configs before they were TRL's (the error for an old YAML names the new key)
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "lr": "learning_rate",
+        "epochs": "num_train_epochs",
+        "batch_size": "per_device_train_batch_size",
+        "grad_accum": "gradient_accumulation_steps",
+        "out": "output_dir",
+        "warmup_ratio": "warmup_steps",
+        "device": "use_cpu",
+    }
 
-    agent: AgentName = Field(description="which agent's rows to train on: long or short")
-    model: str | None = Field(
-        default=None,
-        description="path or hub id to start from; default: the shipped testbed checkpoint "
-        "(reasoner for long, base for short)",
+    agent: AgentName = option(help="which agent's rows to train on: long or short", kw_only=True)
+    data: str = option(
+        help="a directory saved with Dataset.save_to_disk, or one holding long/ and short/ (the agent's is used)",
+        kw_only=True,
     )
-    data: str = Field(
-        description="a directory saved with Dataset.save_to_disk, or one holding long/ and short/ (the agent's is used)"
+    model: str | None = option(
+        None,
+        help="path or hub id to start from; default: the shipped testbed reasoner (long) or base (short)",
     )
-    out: str = Field(description="where the model (or adapter), tokenizer and sft_info.json are written")
-    lora: bool = Field(default=False, description="train a LoRA adapter instead of all parameters")
-    lora_r: int = Field(default=16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(default=32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
-    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
-    lora_target_modules: list[str] | str = Field(
-        default="all-linear", description="module names to adapt, or 'all-linear' (every linear but the LM head)"
+    lora: bool = option(False, help="train a LoRA adapter (the paper trains all parameters)")
+    lora_r: int = option(16, help="LoRA rank")
+    lora_alpha: int = option(32, help="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = option(0.05, help="dropout on the LoRA input")
+    lora_target_modules: list[str] | str = option(
+        "all-linear", help="module names to adapt (comma-separated), or 'all-linear' (every linear but the LM head)"
     )
-    lr: float = Field(default=1e-4, gt=0.0, description="peak learning rate (cosine schedule after warm-up)")
-    epochs: float = Field(default=3, ge=0.0, description="passes over the rows (ignored when max_steps > 0)")
-    max_steps: int = Field(default=-1, ge=-1, description="optimizer steps; -1: run for `epochs`")
-    batch_size: int = Field(default=16, ge=1, description="rows per device per forward pass")
-    grad_accum: int = Field(default=1, ge=1, description="forward passes per optimizer step")
-    max_length: int = Field(
-        default=4096, ge=2, description="rows longer than this (prompt + completion) are dropped, never truncated"
+    save_dtype: Literal["float16", "bfloat16", "float32"] = option(
+        "float16", help="dtype of the saved full model (a LoRA adapter is saved as trained)"
     )
-    warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="fraction of the steps spent warming up")
-    weight_decay: float = Field(default=0.0, ge=0.0, description="AdamW weight decay")
-    gradient_checkpointing: bool = Field(
-        default=True, description="recompute activations in the backward pass (less memory, ~30% slower)"
+    # TRL's own fields, with this project's defaults
+    output_dir: str = option(
+        help="where the model (or adapter), tokenizer, sft_info.json and config.yaml are written", kw_only=True
     )
-    seed: int = Field(default=0, ge=0, description="seed for LoRA init and data order")
-    bf16: bool | None = Field(default=None, description="bf16 autocast; None: on when training on CUDA")
-    device: str | None = Field(default=None, description="cpu forces the CPU; None or cuda: CUDA when available")
-    save_dtype: Literal["float16", "bfloat16", "float32"] = Field(
-        default="float16", description="dtype of the saved full model (a LoRA adapter is saved as trained)"
+    learning_rate: float = option(1e-4, help="peak learning rate (cosine schedule after the warm-up)")
+    num_train_epochs: float = option(3.0, help="passes over the rows (ignored when max_steps > 0)")
+    per_device_train_batch_size: int = option(16, help="rows per device per forward pass")
+    max_length: int | None = option(
+        4096, help="rows longer than this (prompt + completion) are dropped, never truncated"
     )
+    warmup_steps: float = option(0.05, help="warm-up: optimizer steps, or a fraction of them when < 1")
+    lr_scheduler_type: str = option("cosine", help="TRL's learning-rate schedule (linear, cosine, constant, …)")
+    save_strategy: str = option("no", help="checkpoints during training: no (only the final model), steps or epoch")
+    seed: int = option(0, help="seed for the LoRA init and the data order")
+    bf16: bool | None = option(None, help="bf16 autocast; default: on when training on CUDA")
 
-    @model_validator(mode="after")
-    def _check(self) -> SFTRunConfig:
-        if self.max_steps == 0:
-            raise ValueError("max_steps must be >= 1, or -1 to train for `epochs`; got 0")
-        if self.max_steps < 0 and self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0 when max_steps is -1, got {self.epochs}")
-        if self.device not in (None, "cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda' (or unset), got {self.device!r}")
+    def __post_init__(self) -> None:
+        checks = [
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("num_train_epochs", self.num_train_epochs >= 0, ">= 0"),
+            ("max_steps", self.max_steps != 0 and self.max_steps >= -1, ">= 1, or -1 to train for num_train_epochs"),
+            ("per_device_train_batch_size", self.per_device_train_batch_size >= 1, ">= 1"),
+            ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, ">= 1"),
+            ("max_length", self.max_length is not None and self.max_length >= 2, ">= 2"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("seed", self.seed >= 0, ">= 0"),
+            ("lora_r", self.lora_r >= 1, ">= 1"),
+            ("lora_alpha", self.lora_alpha >= 1, ">= 1"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {rule}, got {getattr(self, name)!r}", key=name)
+        if self.max_steps < 0 and self.num_train_epochs <= 0:
+            message = f"num_train_epochs must be > 0 when max_steps is -1, got {self.num_train_epochs}"
+            raise ConfigError(message, key="num_train_epochs")
         if isinstance(self.lora_target_modules, list) and not self.lora_target_modules:
-            raise ValueError("lora_target_modules must name at least one module, or be 'all-linear'")
-        return self
+            raise ConfigError(
+                "lora_target_modules must name at least one module, or be 'all-linear'", key="lora_target_modules"
+            )
+        if self.completion_only_loss is False:
+            raise ConfigError(
+                "completion_only_loss must be true: each agent learns its own turns, not the prompt",
+                key="completion_only_loss",
+            )
+        self.completion_only_loss = True
+        if self.activation_checkpointing is None:  # transformers 5's name; TRL's default sits on the old alias
+            self.activation_checkpointing = self.gradient_checkpointing
+        if self.bf16 is None:  # TRL's default is bf16 everywhere; on a CPU that is slow or unsupported
+            import torch
 
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> SFTRunConfig:
-        """The config in ``path``, with every override that is not None applied on top."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of config fields, got a {type(values).__name__}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def to_yaml(self, path: str | Path) -> Path:
-        """Write every field (defaults included), so the file alone reproduces the run."""
-        import yaml
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.model_dump(), sort_keys=False), encoding="utf-8")
-        return path
+            self.bf16 = not self.use_cpu and torch.cuda.is_available()
+        super().__post_init__()

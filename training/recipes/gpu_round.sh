@@ -15,7 +15,7 @@ part=${1:?usage: gpu_round.sh train|eval OUT}
 out=${2:?usage: gpu_round.sh train|eval OUT}
 export RUNS=${RUNS:-runs/round} DEVICE=${DEVICE:-cuda}
 export N_TRAIN_PROBLEMS=${N_TRAIN_PROBLEMS:-500} N_DATA_ROLL=${N_DATA_ROLL:-8} DEMO_N=${DEMO_N:-500}
-export REASONER_SECONDS=${REASONER_SECONDS:-330} SFT_ARGS=${SFT_ARGS:---lora --lr 2e-3 --epochs 8}
+export REASONER_SECONDS=${REASONER_SECONDS:-330} SFT_ARGS=${SFT_ARGS:---lora --learning-rate 2e-3 --num-train-epochs 8}
 recipe=training/recipes/testbed_round.sh
 mkdir -p "$RUNS" "$out"
 shipped=$(python3 -c 'from longshort.testbed.checkpoints import assets_dir; print(assets_dir())')

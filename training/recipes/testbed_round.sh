@@ -13,7 +13,8 @@
 #   sft-short  the short agents only (from the base), the three sources in parallel
 #   sft-long   the long agents only (from the reasoner), the three sources in parallel
 #   demo       the demo table with the SFT rows
-# SFT_ARGS adds options to every `longshort train sft`, e.g. SFT_ARGS="--lora --lr 2e-3 --epochs 8".
+# SFT_ARGS adds options to every `longshort train sft`, e.g. SFT_ARGS="--lora --learning-rate 2e-3 --num-train-epochs 8"
+# (the settings of the shipped pair, training/configs/sft/*-lora.yaml). DEVICE=cpu trains with --use-cpu.
 set -euo pipefail
 RUNS=${RUNS:-runs/round}
 DEVICE=${DEVICE:-cuda}
@@ -33,11 +34,12 @@ mkdir -p "$RUNS"
 
 # one agent's SFT for every source at once (small models leave the GPU mostly idle), failing if any fails
 sft_agent() {
-  local agent=$1 init=$2 pids=() source
+  local agent=$1 init=$2 pids=() source cpu=()
+  [ "$DEVICE" = cpu ] && cpu=(--use-cpu)  # TRL's use_cpu; otherwise CUDA when available
   for source in $SOURCES; do
     # shellcheck disable=SC2086
     longshort train sft --agent "$agent" --data "$RUNS/data-$source" --model "$init" \
-      --out "$RUNS/sft-$source-$agent" --max-steps "$SFT_STEPS" --device "$DEVICE" $SFT_ARGS \
+      --output-dir "$RUNS/sft-$source-$agent" --max-steps "$SFT_STEPS" "${cpu[@]}" $SFT_ARGS \
       > "$RUNS/sft-$source-$agent.log" 2>&1 &
     pids+=($!)
   done

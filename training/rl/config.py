@@ -121,6 +121,8 @@ class RLConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        # TRL derives each of these from the other; a saved config records what was given (config_dict)
+        self.init_values = {n: getattr(self, n) for n in ("generation_batch_size", "steps_per_generation")}
         super().__post_init__()
         parse_schedule(self.schedule)
         if self.mask_truncated_completions:

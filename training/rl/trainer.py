@@ -201,7 +201,7 @@ def evaluate_pair(
     """Greedy Long⊗Short episodes on held-out ``(question, answer)`` pairs: accuracy, tokens, turns."""
     from longshort._async import run_sync
     from longshort.agents.loading import close_backends, load_agents
-    from longshort.evals.grading import grade_answer
+    from longshort.evals.report import summarize
     from longshort.evals.systems import run_longshort
 
     long, short = load_agents(str(long_dir), str(short_dir), device=_device(config))
@@ -220,18 +220,8 @@ def evaluate_pair(
         )
     finally:
         close_backends([long, short])
-    n = max(1, len(episodes))
-    correct = [grade_answer(e.answer, g).correct for e, g in zip(episodes, golds, strict=True)]
-    return {
-        "n": len(episodes),
-        "accuracy": sum(correct) / n,
-        "mean_tokens": sum(e.tokens.total for e in episodes) / n,
-        "mean_tokens_long": sum(e.tokens.long for e in episodes) / n,
-        "mean_tokens_short": sum(e.tokens.short for e in episodes) / n,
-        "mean_turns": sum(len(e.turns) for e in episodes) / n,
-        "well_formed": sum(e.status == "answered" for e in episodes) / n,
-        "episodes": episodes,
-    }
+    row = summarize("longshort", episodes, golds).model_dump(exclude={"system"})  # as the demo reports it
+    return {**row, "episodes": episodes}
 
 
 # ------------------------------------------------------------------------------------ the schedule
@@ -277,6 +267,9 @@ def train_rl(
     out.mkdir(parents=True, exist_ok=True)
     rounds_path = out / "rounds.json"
     rounds = _read_rounds(rounds_path)
+    from longshort.config import save_config
+
+    save_config(config, out / "config.yaml")  # `longshort train rl --config OUT/config.yaml` runs it again
     store = TraceStore(config.store or out / "traces.sqlite")
     phases = parse_schedule(config.schedule)
     try:

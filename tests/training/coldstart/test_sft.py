@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from longshort.cli import app
+from longshort.config import ConfigError, config_dict, load_config, save_config
 from longshort.training.coldstart.sft_config import SFTRunConfig, default_config_path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -45,8 +46,9 @@ def sft_data(tmp_path_factory, tiny_qwen_dir):
 
 
 def _args(data, model, out, *extra: str) -> list[str]:
-    args = ["train", "sft", "--agent", "long", "--data", str(data), "--model", str(model), "--out", str(out)]
-    return [*args, "--batch-size", "4", "--max-length", str(MAX_LENGTH), "--lr", "1e-3", "--device", "cpu", *extra]
+    args = ["train", "sft", "--agent", "long", "--data", str(data), "--model", str(model), "--output-dir", str(out)]
+    args += ["--per-device-train-batch-size", "4", "--max-length", str(MAX_LENGTH), "--learning-rate", "1e-3"]
+    return [*args, "--use-cpu", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,9 @@ def test_full_sft_changes_the_weights_and_saves_fp16(full_run, sft_data, tiny_qw
     with safe_open(full_run / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     assert not (full_run / "training_args.bin").exists()
+    again = load_config(SFTRunConfig, full_run / "config.yaml")  # the run's own record reproduces its config
+    assert (again.max_steps, again.learning_rate, again.max_length, again.use_cpu) == (3, 1e-3, MAX_LENGTH, True)
+    assert config_dict(again) == info["config"]
     model = AutoModelForCausalLM.from_pretrained(full_run)
     assert model.dtype == torch.float16
     base = AutoModelForCausalLM.from_pretrained(tiny_qwen_dir).state_dict()
@@ -82,8 +87,8 @@ def test_loss_is_on_the_completion_only(sft_data, tiny_qwen_dir, tmp_path):
 
     from longshort.training.coldstart.sft import build_trainer
 
-    paths = dict(data=str(sft_data), model=str(tiny_qwen_dir), out=str(tmp_path))
-    config = SFTRunConfig(agent="long", **paths, max_length=MAX_LENGTH, device="cpu")
+    paths = dict(data=str(sft_data), model=str(tiny_qwen_dir), output_dir=str(tmp_path))
+    config = SFTRunConfig(agent="long", **paths, max_length=MAX_LENGTH, use_cpu=True)
     trainer, stats = build_trainer(config)
     assert stats["rows_used"] == 16
     assert trainer.train_dataset.column_names == ["input_ids", "labels"]  # provenance columns are gone
@@ -152,55 +157,117 @@ def test_bad_data_fails_before_any_model_loads(tmp_path, monkeypatch, make, mess
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--lr", "-1"], "lr"), (["--max-steps", "0"], "max_steps"), (["--device", "tpu"], "device")],
+    [
+        (["--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["--max-steps", "0"], "max_steps must be >= 1"),
+        (["--lora-dropout", "1.5"], "lora_dropout must be in [0, 1)"),
+        (["--logging-steps", "0"], "logging_steps"),  # TRL's own check, still named
+    ],
 )
 def test_bad_options_are_clear_errors(tmp_path, extra, message):
     result = CliRunner().invoke(app, _args(tmp_path, tmp_path, tmp_path / "out", *extra))
-    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
 
 
 def test_yaml_round_trip_and_override_precedence(tmp_path):
-    config = SFTRunConfig(agent="short", data="d", out="o", lora=True, lora_target_modules=["q_proj"], lr=3e-5)
-    path = config.to_yaml(tmp_path / "run.yaml")
-    assert SFTRunConfig.from_yaml(path) == config
-    assert SFTRunConfig.from_yaml(path, lr=None, epochs=1.5) == config.model_copy(update={"epochs": 1.5})
+    from dataclasses import replace
+
+    config = SFTRunConfig(
+        agent="short", data="d", output_dir="o", lora=True, lora_target_modules=["q_proj"], learning_rate=3e-5
+    )
+    path = save_config(config, tmp_path / "run.yaml")
+    assert load_config(SFTRunConfig, path) == config
+    assert load_config(SFTRunConfig, path, {"num_train_epochs": 1.5}) == replace(config, num_train_epochs=1.5)
     for agent in ("long", "short"):
-        shipped = SFTRunConfig.from_yaml(default_config_path(agent))
-        assert shipped.agent == agent and shipped.out == f"runs/coldstart/sft-{agent}" and shipped.max_length == 3072
-    (tmp_path / "bad.yaml").write_text("agent: long\nlr: [1, 2\n")
-    with pytest.raises(ValueError, match="not valid YAML"):
-        SFTRunConfig.from_yaml(tmp_path / "bad.yaml")
-    (tmp_path / "typo.yaml").write_text("agent: long\ndata: d\nout: o\nlearning_rate: 1\n")
-    with pytest.raises(ValueError, match="learning_rate"):
-        SFTRunConfig.from_yaml(tmp_path / "typo.yaml")
+        shipped = load_config(SFTRunConfig, default_config_path(agent))
+        assert shipped.agent == agent and shipped.output_dir == f"runs/coldstart/sft-{agent}"
+        assert shipped.max_length == 3072 and shipped.lr_scheduler_type == "cosine" and shipped.completion_only_loss
+    (tmp_path / "bad.yaml").write_text("agent: long\nlearning_rate: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(SFTRunConfig, tmp_path / "bad.yaml")
+    (tmp_path / "old.yaml").write_text("agent: long\ndata: d\noutput_dir: o\nlr: 1\n")  # a key from before
+    with pytest.raises(ConfigError, match="unknown key 'lr' for SFTRunConfig; did you mean learning_rate") as e:
+        load_config(SFTRunConfig, tmp_path / "old.yaml")
+    assert e.value.key == "lr"
+    (tmp_path / "trl.yaml").write_text("agent: long\ndata: d\noutput_dir: o\nadam_beta2: 0.95\noptim: adafactor\n")
+    trl = load_config(SFTRunConfig, tmp_path / "trl.yaml")  # any inherited TRL field, through YAML
+    assert trl.adam_beta2 == 0.95 and trl.optim == "adafactor"
+    assert load_config(SFTRunConfig, save_config(trl, tmp_path / "trl-again.yaml")) == trl
+    with pytest.raises(ConfigError, match="completion_only_loss must be true"):
+        SFTRunConfig(agent="long", data="d", output_dir="o", completion_only_loss=False)
+
+
+def _fake_train(seen: list):
+    def fake_train(config):
+        seen.append(config)
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        keys = ("train_loss", "steps", "rows_used", "dropped_too_long", "dropped_no_target", "seconds", "world_size")
+        (out / "sft_info.json").write_text(json.dumps(dict.fromkeys(keys, 0)))
+        save_config(config, out / "config.yaml")
+        return out
+
+    return fake_train
 
 
 def test_cli_options_override_the_yaml(tmp_path, monkeypatch):
     import longshort.training.coldstart.sft as sft
 
     seen: list[SFTRunConfig] = []
-
-    def fake_train(config):
-        seen.append(config)
-        out = Path(config.out)
-        out.mkdir(parents=True, exist_ok=True)
-        keys = ("train_loss", "steps", "rows_used", "dropped_too_long", "dropped_no_target", "seconds", "world_size")
-        (out / "sft_info.json").write_text(json.dumps(dict.fromkeys(keys, 0)))
-        return out
-
-    monkeypatch.setattr(sft, "train_sft", fake_train)
-    SFTRunConfig(agent="long", data="yaml-data", out=str(tmp_path / "o"), lr=0.5, batch_size=3).to_yaml(
-        tmp_path / "c.yaml"
+    monkeypatch.setattr(sft, "train_sft", _fake_train(seen))
+    yaml_config = SFTRunConfig(
+        agent="long", data="yaml-data", output_dir=str(tmp_path / "o"), learning_rate=0.5, per_device_train_batch_size=3
     )
+    save_config(yaml_config, tmp_path / "c.yaml")
     runner = CliRunner()
-    args = ["train", "sft", "--agent", "long", "--config", str(tmp_path / "c.yaml"), "--lr", "0.01", "--lora"]
+    args = [
+        "train",
+        "sft",
+        "--agent",
+        "long",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--learning-rate",
+        "0.01",
+        "--lora",
+    ]
     assert runner.invoke(app, args).exit_code == 0
-    assert (seen[-1].lr, seen[-1].batch_size, seen[-1].data, seen[-1].lora) == (0.01, 3, "yaml-data", True)
+    # the option given wins; the YAML's values win over the defaults (batch size 3, not 16)
+    got = seen[-1]
+    assert (got.learning_rate, got.per_device_train_batch_size, got.data, got.lora) == (0.01, 3, "yaml-data", True)
+    # --config alone (no --agent): the file says which agent; its saved config.yaml gives the same config back
+    assert runner.invoke(app, ["train", "sft", "--config", str(tmp_path / "o" / "config.yaml")]).exit_code == 0
+    assert seen[-1] == got
     mismatch = runner.invoke(app, ["train", "sft", "--agent", "short", "--config", str(tmp_path / "c.yaml")])
     assert mismatch.exit_code == 2 and "agent" in mismatch.output
+    nothing = runner.invoke(app, ["train", "sft"])
+    assert nothing.exit_code == 2 and "--agent" in nothing.output
     monkeypatch.chdir(tmp_path)  # the shipped defaults write under runs/
-    assert runner.invoke(app, ["train", "sft", "--agent", "short", "--epochs", "1"]).exit_code == 0
-    assert (seen[-1].out, seen[-1].epochs, seen[-1].lr) == ("runs/coldstart/sft-short", 1.0, 1e-4)
+    assert runner.invoke(app, ["train", "sft", "--agent", "short", "--num-train-epochs", "1"]).exit_code == 0
+    assert (seen[-1].output_dir, seen[-1].num_train_epochs, seen[-1].learning_rate) == (
+        "runs/coldstart/sft-short",
+        1.0,
+        1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rat: 0.1\n", "unknown key 'learning_rat' for SFTRunConfig; did you mean learning_rate?"),
+        ("max_steps: ten\n", "max_steps must be int, got 'ten' (str)"),
+        ("lora: maybe\n", "lora must be bool, got 'maybe' (str)"),
+        ("save_dtype: int8\n", "save_dtype must be one of 'float16', 'bfloat16', 'float32', got 'int8'"),
+    ],
+)
+def test_bad_yaml_is_an_error_naming_key_and_type(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text("agent: long\ndata: d\noutput_dir: o\n" + text)
+    result = CliRunner().invoke(app, ["train", "sft", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    assert f"{path}: {message}" in said and "Traceback" not in result.output
 
 
 def test_configs_ship_in_the_wheel():
@@ -246,8 +313,14 @@ def test_lora_yamls_are_the_shipped_pairs_settings():
     pairs = shipped_pairs()
     if "longshort-sft" not in pairs:
         pytest.skip("no shipped longshort-sft pair")
-    keys = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lr", "epochs", "batch_size")
+    # field -> its key in an sft_info.json written before SFTRunConfig took TRL's names
+    keys = {k: k for k in ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "max_length")}
+    keys |= {"learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size"}
+    keys |= {"gradient_accumulation_steps": "grad_accum", "warmup_steps": "warmup_ratio", "seed": "seed"}
     for agent, folder in zip(("long", "short"), pairs["longshort-sft"], strict=True):
-        config = SFTRunConfig.from_yaml(default_config_path(agent).with_name(f"{agent}-lora.yaml"))
+        config = load_config(SFTRunConfig, default_config_path(agent).with_name(f"{agent}-lora.yaml"))
         recorded = json.loads((folder / "sft_info.json").read_text())["config"]
-        assert config.agent == agent and {k: getattr(config, k) for k in keys} == {k: recorded[k] for k in keys}
+        assert config.agent == agent
+        assert {k: getattr(config, k) for k in keys} == {
+            k: recorded.get(old, recorded.get(k)) for k, old in keys.items()
+        }
