@@ -150,7 +150,9 @@ class GraphRollout:
         self._call_step = step
         try:
             answers = _answers_for(prompts, trainer)
-            episodes = self.episodes(prompts, answers, model, step=step * 1000 + self.calls, tag=f"{step}.{self.calls}")
+            rank = trainer.accelerator.process_index  # each process runs its own slice of the batch
+            seed_step = (step * 1000 + self.calls) * 64 + rank
+            episodes = self.episodes(prompts, answers, model, step=seed_step, tag=f"{step}.{self.calls}.r{rank}")
         finally:
             if was_training:
                 model.train()  # TRL takes the eval branch of its loss and logging otherwise

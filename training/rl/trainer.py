@@ -126,7 +126,12 @@ def _lora_config(config: RLConfig):
 
 
 def _device(config: RLConfig) -> str:
-    return "cpu" if config.use_cpu or not torch.cuda.is_available() else "cuda"
+    """This process's device: the CPU, or its own GPU under ``accelerate launch``."""
+    if config.use_cpu or not torch.cuda.is_available():
+        return "cpu"
+    from accelerate import PartialState
+
+    return str(PartialState().device)
 
 
 def sft_dir(config: RLConfig, role: Role) -> Path:
@@ -263,32 +268,46 @@ def train_rl(
     ``train_dataset`` has a ``prompt`` column (the question) and an ``answer`` column (gold);
     ``eval_set`` is the held-out ``(question, answer)`` pairs measured after every round.
     """
+    from accelerate import PartialState
+
+    from longshort.config import save_config
+
+    state = PartialState()  # one process, or one per GPU under `accelerate launch`: all train, the main one writes
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rounds_path = out / "rounds.json"
-    rounds = _read_rounds(rounds_path)
-    from longshort.config import save_config
-
-    save_config(config, out / "config.yaml")  # `longshort train rl --config OUT/config.yaml` runs it again
     store = TraceStore(config.store or out / "traces.sqlite")
     phases = parse_schedule(config.schedule)
     try:
-        long_sft, short_sft = preflight(config)
-        if not any(r["round"] == "SFT r0" for r in rounds):
-            say("measuring the SFT pair (r0)")
-            rounds.append(_measure("SFT r0", None, long_sft, short_sft, eval_set, config, store, 0))
-            _write_rounds(rounds_path, rounds, config)
+        with state.main_process_first():  # the main process merges the SFT models, the others then load them
+            long_sft, short_sft = preflight(config)
+        rounds = _read_rounds(rounds_path)
+        if state.is_main_process:
+            save_config(config, out / "config.yaml")  # `longshort train rl --config OUT/config.yaml` runs it again
+            if not any(r["round"] == "SFT r0" for r in rounds):
+                say("measuring the SFT pair (r0)")
+                rounds.append(_measure("SFT r0", None, long_sft, short_sft, eval_set, config, store, 0))
+                _write_rounds(rounds_path, rounds, config)
+        state.wait_for_everyone()
         for index, (name, role, _k) in enumerate(phases, start=1):
+            rounds = _read_rounds(rounds_path)
             if any(r["round"] == name for r in rounds):
                 continue  # finished before a restart
             say(f"round {name}: training the {role} agent, {OTHER[role]} frozen")
             final, stats = _run_round(config, name, role, index, train_dataset, rounds, store)
-            pair = {role: final_model_dir(config, role, final), OTHER[role]: partner_dir(config, OTHER[role], rounds)}
-            row = _measure(name, role, pair["long"], pair["short"], eval_set, config, store, index)
-            row.update(final=str(final), **stats)
-            rounds.append(row)
-            _write_rounds(rounds_path, rounds, config)
-            say(f"round {name}: accuracy {row['accuracy']:.1%} at {row['mean_tokens']:.0f} tokens")
+            state.wait_for_everyone()
+            if state.is_main_process:
+                pair = {
+                    role: final_model_dir(config, role, final),
+                    OTHER[role]: partner_dir(config, OTHER[role], rounds),
+                }
+                row = _measure(name, role, pair["long"], pair["short"], eval_set, config, store, index)
+                row.update(final=str(final), **stats)
+                rounds.append(row)
+                _write_rounds(rounds_path, rounds, config)
+                say(f"round {name}: accuracy {row['accuracy']:.1%} at {row['mean_tokens']:.0f} tokens")
+            state.wait_for_everyone()
+        rounds = _read_rounds(rounds_path)
     finally:
         store.close()
     return rounds
@@ -312,12 +331,16 @@ def _run_round(config, name, role: Role, index, train_dataset, rounds, store, on
     args.output_dir = str(folder)
     resume = _last_checkpoint(folder)
     run = f"{Path(config.output_dir).name}/train"
-    if resume is not None:  # the episodes logged after the checkpoint are redone
+    from accelerate import PartialState
+
+    state = PartialState()
+    if resume is not None and state.is_main_process:  # the episodes logged after the checkpoint are redone
         step = int(resume.name.rsplit("-", 1)[-1])
         dropped = store.truncate_after(run, round=index, step=step - 1)
         logger.info("round %s: resuming from %s (%d stored episodes after it dropped)", name, resume, dropped)
-    partner_kind = config.partner_backend or ("hf-process" if _device(config) == "cuda" else "hf")
-    partner_path = partner_dir(config, OTHER[role], rounds)
+    partner_kind = config.partner_backend or ("hf" if _device(config) == "cpu" else "hf-process")
+    with state.main_process_first():  # the main process merges the partner's adapter, the others load it
+        partner_path = partner_dir(config, OTHER[role], rounds)
     agents = load_agents(
         str(partner_path),
         str(partner_path),
@@ -362,8 +385,9 @@ def _run_round(config, name, role: Role, index, train_dataset, rounds, store, on
         rollout.close()
         partner.backend.close()
     final = folder / "final"
-    trainer.save_model(str(final))
-    _plot(trainer.state.log_history, folder / "training.png", name)
+    trainer.save_model(str(final))  # (the main process writes)
+    if state.is_main_process:
+        _plot(trainer.state.log_history, folder / "training.png", name)
     return final, {
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,

@@ -84,7 +84,7 @@ def test_the_rollout_returns_one_completion_per_entry_in_order(tmp_path):
     questions = [p.question for p in generate_problems("train", 2)]
     prompts = [questions[0], questions[0], questions[1], questions[1]]  # TRL repeats each G times, side by side
     trainer = SimpleNamespace(
-        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m, process_index=0),
         model=policy,
         state=SimpleNamespace(global_step=0),
         _metrics={"train": defaultdict(list)},
@@ -224,3 +224,41 @@ def test_a_partner_with_another_tokenizer_fails_before_training(tmp_path, tiny_q
     with pytest.raises(ValueError, match="tokenizer"):
         train_rl(_config(tmp_path, short_model=str(tiny_qwen_dir)), train, held_out)
     assert not (tmp_path / "rounds").exists()
+
+
+def test_one_rl_step_under_accelerate_launch_with_two_processes(tmp_path):
+    """Two CPU processes (gloo, through the multi-GPU launcher as for SFT): both roll out and train,
+    the group-wise length reward sees the gathered groups, the main process alone writes."""
+    import socket
+
+    import yaml
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    config = {**TINY, "max_steps": 1, "per_device_train_batch_size": 2, "output_dir": str(out), "schedule": "L1"}
+    config["eval_n"], config["data_n"] = 2, 8
+    (tmp_path / "rl.yaml").write_text(yaml.safe_dump(config))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += [
+        "--main_process_port",
+        str(port),
+        "-m",
+        "longshort.cli",
+        "train",
+        "rl",
+        "--config",
+        str(tmp_path / "rl.yaml"),
+    ]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    result = subprocess.run(launch, capture_output=True, text=True, env=env, timeout=420, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rounds = json.loads((out / "rounds.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == ["SFT r0", "L1"] and rounds[1]["steps"] == 1
+    with TraceStore(out / "traces.sqlite") as store:
+        rows = list(store.rows("ddp/train"))
+    ids = [r.episode.id for r in rows]
+    assert len(ids) == len(set(ids)) == 4  # 2 processes x 2 completions, none overwritten
+    assert {i.rsplit("-", 1)[0][-2:] for i in ids} == {"r0", "r1"}
