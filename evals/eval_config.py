@@ -47,6 +47,10 @@ class EvalConfig:
     max_tokens_per_turn: int = option(1024, help="Long⊗Short: tokens per turn")
     max_total_tokens: int = option(4096, help="tokens per episode; also the solo systems' one-turn budget")
     batch_size: int = option(32, help="problems per batch sent to the backend")
+    store: Path | None = option(
+        None,
+        help="the trace store (SQLite) each episode is appended to, whole; default OUT/traces.sqlite",
+    )
     baseline: str | None = option(None, help="the AES reference system (default: long-only if it runs)")
     progress: bool = option(True, help="show a progress bar")
 

@@ -28,6 +28,7 @@ from longshort.evals.eval_config import DEFAULT_BASELINE, EvalConfig
 from longshort.evals.grade_file import grade_extracted
 from longshort.evals.report import well_formed
 from longshort.provenance import run_metadata, write_json_atomic
+from longshort.store import TraceStore
 from longshort.trace import Episode
 
 ETA = 1.0
@@ -281,6 +282,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="problem", disable=not progress, desc="eval")
+        store = TraceStore(cfg.store or out / "traces.sqlite")  # the whole episodes (items.jsonl keeps outcomes)
         try:
             with items_path.open("a", encoding="utf-8") as sink:
                 for bench, batch in todo:
@@ -298,6 +300,15 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
                             done[(bench, system, item.id, sample)] = row
                         sink.flush()
                         os.fsync(sink.fileno())
+                        store.append(
+                            episodes,
+                            run=f"eval/{bench}/{system}",
+                            step=sample,
+                            source="eval",
+                            rewards=[
+                                {"em": float(bool(done[(bench, system, i.id, sample)].get("correct")))} for i in work
+                            ],
+                        )
 
                     async def all_of_batch() -> None:
                         await asyncio.gather(*(one(s, j) for s in cfg.systems for j in range(cfg.k)))
@@ -306,6 +317,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
                     bar.update(len(batch))
         finally:
             bar.close()
+            store.close()
             for backend in backends:
                 backend.close()
 

@@ -79,6 +79,14 @@ def test_results_contract(first_run):
     md = (out / "results.md").read_text()
     assert "| short-only |" in md and "| longshort |" in md and "math500 Pass@1" in md
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    from longshort.store import TraceStore
+
+    with TraceStore(out / "traces.sqlite") as store:  # every episode, whole, with its EM
+        rows = list(store.rows())
+    assert sorted(r.episode.id for r in rows) == sorted(i["episode_id"] for i in data["items"])
+    assert {r.run for r in rows} == {"eval/math500/short-only", "eval/math500/longshort"}
+    by_id = {i["episode_id"]: i for i in data["items"]}
+    assert all(r.source == "eval" and r.rewards["em"] == float(by_id[r.episode.id]["correct"]) for r in rows)
 
 
 @needs_data
