@@ -29,17 +29,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """The tiny models gain nothing from intra-op threads; one keeps timings steady on busy 2-core CI."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def qwen(tiny_qwen_dir: Path) -> Iterator[TransformersBackend]:
     with TransformersBackend(tiny_qwen_dir, max_batch_size=16) as backend:

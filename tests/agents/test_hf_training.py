@@ -7,7 +7,6 @@ prefix-cache KV from ever being served; logprobs are those of the distribution s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ import torch
 from longshort.agents._kv import PrefixStore
 from longshort.agents.base import GenerationRequest, GenerationResult
 from longshort.agents.hf import TransformersBackend
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(path: Path):
