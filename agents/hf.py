@@ -186,7 +186,10 @@ class TransformersBackend(_Scheduler, Backend):
         )
         self._stops = _StopPlanner(tok, self.vocab_size)
 
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(loaded.forward).parameters
+        # A PEFT model's forward takes **kwargs and hands them to its base model: ask the base (else every
+        # prefill of an adapter being trained computes logits at all positions)
+        core = loaded.get_base_model() if hasattr(loaded, "get_base_model") else loaded
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(core.forward).parameters
         self._box = _Mailbox()
         self._worker = threading.Thread(
             target=_worker_entry,

@@ -5,9 +5,15 @@ They exercise the mechanics (batching, tags, token views), not quality.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from longshort.protocol import SYSTEM_PROMPTS
+
+# Rich wraps CLI output at the terminal's width (80 when there is none, narrower in some CI shells):
+# fix it, here and in every subprocess, so an assertion on a message never depends on where it runs.
+os.environ["COLUMNS"] = "200"
 
 pytest_plugins = ["tests.serve_utils"]  # served_tiny_qwen: a real `transformers serve` on loopback
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from longshort.cli._console import console, csv_list
+from longshort.cli._console import console, csv_list, say
 from longshort.cli._console import fail as _fail
 from longshort.cli._options import add_config_command
 from longshort.errors import LongShortError
@@ -136,7 +136,6 @@ def demo(
             _fail(f"--pair {spec!r}: expected NAME=LONG_DIR,SHORT_DIR with two existing directories")
         pairs[name] = (paths[0], paths[1])
     try:
-        say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
         result = run_demo(
             n=n,
             seed=seed,
@@ -188,7 +187,7 @@ def eval_main(config: EvalConfig) -> None:
     register_generated(TESTBED, testbed_items)
     out = config.out
     try:
-        run_eval(config, say=lambda m: console.print(f"[dim]{m}[/]"))
+        run_eval(config, say=say)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: finished items are in {out / 'items.jsonl'}; re-run to resume[/]")
         raise typer.Exit(130) from None

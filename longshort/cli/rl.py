@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from longshort.cli._console import console
+from longshort.cli._console import say
 
 __all__ = ["default_config_path", "load_problems", "main", "rl_command"]
 
@@ -57,7 +57,7 @@ def main(config) -> list[dict]:
     from longshort.training.rl.trainer import train_rl
 
     train, held_out = load_problems(config)
-    rounds = train_rl(config, train, held_out, say=lambda m: console.print(f"[dim]{m}[/]"))
+    rounds = train_rl(config, train, held_out, say=say)
     if os.environ.get("RANK", "0") == "0":
         print_rounds(rounds)
     return rounds

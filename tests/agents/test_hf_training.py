@@ -196,3 +196,25 @@ def test_logprobs_in_a_batch_with_mixed_temperatures(tiny_qwen_dir: Path) -> Non
             assert result.error is None and result.num_tokens > 0
             expected = _reference_logprobs(backend.model, request.prompt_ids, result, T)
             assert torch.allclose(torch.tensor(result.logprobs), expected, rtol=0, atol=1e-4), T
+
+
+def test_an_adopted_peft_model_keeps_only_the_last_logits_and_generates_as_merged(tiny_qwen_dir: Path, tiny_tokenizer):
+    """A LoRA model being trained (RL) is served with ``logits_to_keep`` (its forward hides it in **kwargs)."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        _model(tiny_qwen_dir), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    )
+    peft_model.eval()
+    merged = get_peft_model(_model(tiny_qwen_dir), LoraConfig(r=4, target_modules="all-linear"))
+    merged.load_state_dict(peft_model.state_dict())
+    merged = merged.merge_and_unload().eval()
+    prompt = tiny_tokenizer.encode("What is 12 * 34?", add_special_tokens=False)
+    with (
+        TransformersBackend(peft_model, tiny_tokenizer) as adopted,
+        TransformersBackend(merged, tiny_tokenizer) as plain,
+    ):
+        assert adopted._logits_to_keep and plain._logits_to_keep
+        a, b = _greedy(adopted, prompt), _greedy(plain, prompt)
+    assert a.token_ids == b.token_ids
+    assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4

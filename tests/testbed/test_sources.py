@@ -6,18 +6,19 @@ import pytest
 
 from longshort.evals import benchmarks
 from longshort.evals.benchmarks import BenchmarkError, load_benchmark
-from longshort.testbed.sources import TESTBED, testbed_items, testbed_problems
+from longshort.testbed import sources
+from longshort.testbed.sources import TESTBED, testbed_problems
 from longshort.testbed.tasks import generate_problems
 
 
 def test_the_testbed_is_a_benchmark_once_registered(monkeypatch) -> None:
     monkeypatch.setattr(benchmarks, "GENERATED", {})
-    benchmarks.register_generated(TESTBED, testbed_items)
+    benchmarks.register_generated(TESTBED, sources.testbed_items)
     items = load_benchmark("testbed", limit=4)
     assert len(items) == 4 and all(i.benchmark == "testbed" and i.answer.isdigit() for i in items)
     assert items == load_benchmark("testbed", limit=4)  # the held-out split, deterministic
     assert [i.id for i in items] == [p.id for p in generate_problems("test", 4, seed=0)]
-    assert len(testbed_items()) == 500
+    assert len(sources.testbed_items()) == 500
     with pytest.raises(BenchmarkError, match="no --data"):
         load_benchmark("testbed", data="x.jsonl")
 
