@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from longshort.config import ConfigError, option
+from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS
 
 __all__ = ["DEFAULT_BASELINE", "SYSTEMS", "EvalConfig"]
 
@@ -43,9 +44,13 @@ class EvalConfig:
     limit: int | None = option(None, help="the first N problems of each benchmark")
     k: int = option(1, help="samples per problem (Pass@1 = mean over them)", aliases=("-k",))
     temperature: float = option(0.0, help="0 = greedy; k > 1 needs > 0")
-    max_turns: int = option(8, help="Long⊗Short: turns per episode")
-    max_tokens_per_turn: int = option(1024, help="Long⊗Short: tokens per turn")
-    max_total_tokens: int = option(4096, help="tokens per episode; also the solo systems' one-turn budget")
+    max_turns: int = option(MAX_TURNS, help="Long⊗Short: turns per episode")
+    max_tokens_per_turn: int = option(
+        MAX_TOKENS_PER_TURN, help="Long⊗Short: the per-turn cap (a turn cut by it ends as turn_cap)"
+    )
+    max_total_tokens: int = option(
+        MAX_TOTAL_TOKENS, help="tokens per episode, every attempt counted; also the solo systems' one-turn budget"
+    )
     batch_size: int = option(32, help="problems per batch sent to the backend")
     store: Path | None = option(
         None,

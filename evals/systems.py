@@ -14,6 +14,7 @@ from typing import Literal
 from longshort.agents.base import GenerationRequest, GenerationResult
 from longshort.agents.roles import Agent
 from longshort.graphs import build_reasoner, episode_from_state
+from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS
 from longshort.protocol import ANSWER_CLOSE, THINK_CLOSE, extract_answer, parse_turn
 from longshort.trace import Episode, Turn
 
@@ -84,7 +85,7 @@ async def run_solo(
     questions: Sequence[str],
     *,
     references: Sequence[str | None] | None = None,
-    max_new_tokens: int = 2048,
+    max_new_tokens: int = MAX_TOTAL_TOKENS,
     seed: int | None = None,
 ) -> list[Episode]:
     """All questions in one batched call (the backend batches them)."""
@@ -103,9 +104,9 @@ async def run_longshort(
     questions: Sequence[str],
     *,
     references: Sequence[str | None] | None = None,
-    max_turns: int = 8,
-    max_tokens_per_turn: int = 2048,
-    max_total_tokens: int = 4096,
+    max_turns: int = MAX_TURNS,
+    max_tokens_per_turn: int = MAX_TOKENS_PER_TURN,
+    max_total_tokens: int = MAX_TOTAL_TOKENS,
 ) -> list[Episode]:
     graph = build_reasoner(
         long, short, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn, max_total_tokens=max_total_tokens

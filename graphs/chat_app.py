@@ -35,7 +35,12 @@ def answer_message(episode: Episode) -> AIMessage:
 
 
 def build_chat_app(reasoner: CompiledStateGraph, *, checkpointer: Checkpointer = None) -> CompiledStateGraph:
-    """A ``MessagesState`` graph: human question in, the reasoner's answer out as an AI message."""
+    """A ``MessagesState`` graph: human question in, the reasoner's answer out as an AI message.
+
+    A ``checkpointer`` keeps the conversation per thread; give it ``serde=checkpoint_serde()``
+    (``longshort.graphs.serde``) so that longshort's types are restored without LangGraph's
+    "unregistered type" warning, e.g. ``InMemorySaver(serde=checkpoint_serde())``.
+    """
 
     def to_reasoner(state: MessagesState) -> dict[str, Any]:
         return {"question": last_question(state["messages"])}

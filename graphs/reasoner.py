@@ -22,7 +22,8 @@ from longshort.agents.roles import Agent
 from longshort.errors import BackendError
 from longshort.graphs.state import ReasonerInput, ReasonerOutput, ReasonerState
 from longshort.graphs.tracing import atraced_generate, traced_generate
-from longshort.graphs.turn import Limits, TurnStep
+from longshort.graphs.turn import TurnStep
+from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS, Limits
 from longshort.trace import Episode
 
 
@@ -125,9 +126,9 @@ def build_reasoner(
     long: Agent,
     short: Agent,
     *,
-    max_turns: int = 8,
-    max_tokens_per_turn: int = 1024,
-    max_total_tokens: int = 4096,
+    max_turns: int = MAX_TURNS,
+    max_tokens_per_turn: int = MAX_TOKENS_PER_TURN,
+    max_total_tokens: int = MAX_TOTAL_TOKENS,
     checkpointer: Checkpointer = None,
     raise_backend_errors: bool = False,
     name: str = "longshort",

@@ -13,20 +13,11 @@ from typing import Any
 
 from longshort.agents.base import GenerationRequest, GenerationResult
 from longshort.agents.roles import Agent
+from longshort.limits import Limits
 from longshort.protocol import ParsedTurn, parse_turn
 from longshort.trace import EpisodeStatus, Turn, document_text
 
-
-@dataclass(frozen=True)
-class Limits:
-    max_turns: int
-    max_tokens_per_turn: int
-    max_total_tokens: int
-
-    def __post_init__(self) -> None:
-        for name in ("max_turns", "max_tokens_per_turn", "max_total_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+__all__ = ["Limits", "TurnStep", "document_ids", "turn_seed", "view_ids"]
 
 
 def document_ids(agent: Agent, turns: list[Turn]) -> list[int]:
@@ -72,6 +63,7 @@ class TurnStep:
     _view: list[int] | None = None
     _budget_capped: bool = False
     _prefill: list[int] = field(default_factory=list)
+    _discarded: int = 0  # tokens of attempts thrown away: they were generated, so they count
 
     @property
     def turns(self) -> list[Turn]:
@@ -83,7 +75,7 @@ class TurnStep:
 
     def first_request(self) -> GenerationRequest | None:
         """The request to send, or None when the turn cannot start (status is then set)."""
-        used = sum(t.num_tokens for t in self.turns)
+        used = sum(t.num_tokens + t.discarded_tokens for t in self.turns)
         remaining = self.limits.max_total_tokens - used
         if remaining <= 0:
             self.status, self.error = "token_budget", f"{used} tokens used of {self.limits.max_total_tokens}"
@@ -149,8 +141,9 @@ class TurnStep:
         self.parsed = parsed
         if parsed.ok or self.attempt >= 1:
             return None
-        if result.finish_reason == "length" and self._budget_capped:
-            return None  # out of budget, not a bad turn: retrying cannot help
+        if result.finish_reason == "length":
+            return None  # cut by the per-turn cap or the budget, not a bad turn: retrying cannot help
+        self._discarded += result.num_tokens or len(result.token_ids)
         return self.repair_request()
 
     def update(self) -> dict[str, Any]:
@@ -168,6 +161,7 @@ class TurnStep:
             prompt_tokens=len(self._view) if self._view is not None else 0,
             finish_reason=result.finish_reason,
             attempts=self.attempt + 1,
+            discarded_tokens=self._discarded,
             forced_tokens=len(self._prefill),  # observe() put them in front of the sampled ids
             wall_time=time.perf_counter() - self.started,
             model_id=backend.model_id,
@@ -181,11 +175,15 @@ class TurnStep:
         parsed = self.parsed
         turn.kind, turn.error = parsed.kind, parsed.error
         if not parsed.ok:
-            budget = result.finish_reason == "length" and self._budget_capped
-            out.update(
-                status="token_budget" if budget else "malformed",
-                error=f"{self.agent.role} turn {self.index}: {parsed.error}",
-            )
+            where = f"{self.agent.role} turn {self.index}"
+            if result.finish_reason == "length" and self._budget_capped:
+                used = sum(t.num_tokens + t.discarded_tokens for t in self.turns) + turn.num_tokens
+                out.update(status="token_budget", error=f"{where}: out of budget ({used} tokens generated)")
+            elif result.finish_reason == "length":
+                cap = self.limits.max_tokens_per_turn
+                out.update(status="turn_cap", error=f"{where}: cut at the per-turn cap ({cap} tokens) before its tag")
+            else:
+                out.update(status="malformed", error=f"{where}: {parsed.error}")
         elif parsed.kind == "answer":
             out.update(status="answered", answer=parsed.answer)
         elif self.index + 1 >= self.limits.max_turns:

@@ -24,6 +24,7 @@ from longshort.cli._console import fail as _fail
 from longshort.cli._options import add_config_command
 from longshort.errors import LongShortError
 from longshort.evals.eval_config import EvalConfig
+from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Long⊗Short: two models, one efficient reasoner.")
 
@@ -62,9 +63,9 @@ def solve(
     backend: BackendName = typer.Option(BackendName.hf, "--backend", help="Generation backend."),
     base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
     api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="For --backend openai."),
-    max_turns: int = typer.Option(8, min=1),
-    max_tokens_per_turn: int = typer.Option(1024, min=1),
-    max_total_tokens: int = typer.Option(4096, min=1),
+    max_turns: int = typer.Option(MAX_TURNS, min=1),
+    max_tokens_per_turn: int = typer.Option(MAX_TOKENS_PER_TURN, min=1, help="the per-turn cap"),
+    max_total_tokens: int = typer.Option(MAX_TOTAL_TOKENS, min=1, help="tokens per episode, every attempt"),
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
     seed: int = typer.Option(None, help="Sampling seed (with temperature > 0)."),
     timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),

@@ -53,9 +53,24 @@ def random_qwen(tiny_qwen_dir):
         yield backend
 
 
+class _StopsWithoutTag:
+    """The real backend, but its turns end as if on a stop string: malformed, not cut by the cap (which
+    is not retried), so the repair path runs on a real model."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def generate(self, requests):
+        return [r.model_copy(update={"finish_reason": "stop"}) for r in self._backend.generate(requests)]
+
+
 def test_a_real_model_repair_keeps_logprobs_aligned(random_qwen, tiny_tokenizer):
     """A random model never writes its tag: the repair prefills it, then the model samples on."""
-    graph = build_reasoner(long_agent(random_qwen), short_agent(random_qwen), max_tokens_per_turn=12)
+    backend = _StopsWithoutTag(random_qwen)
+    graph = build_reasoner(long_agent(backend), short_agent(backend), max_tokens_per_turn=12)
     ep = episode_from_state(graph.invoke({"question": Q}))
     turn = ep.turns[0]
     tag = tiny_tokenizer.encode(OPEN_TAG["long"], add_special_tokens=False)
@@ -64,3 +79,12 @@ def test_a_real_model_repair_keeps_logprobs_aligned(random_qwen, tiny_tokenizer)
     assert turn.logprobs is not None and len(turn.logprobs) == len(turn.token_ids) == turn.num_tokens
     assert turn.logprobs[: len(tag)] == [0.0] * len(tag)
     assert all(lp < 0.0 for lp in turn.logprobs[len(tag) :])  # sampled by the model: real logprobs
+    assert turn.discarded_tokens == 12 and ep.tokens.long == 12 + turn.num_tokens  # both attempts count
+
+
+def test_a_turn_cut_by_the_cap_is_its_own_status_and_not_retried(random_qwen):
+    """A random model runs into the per-turn cap: that is `turn_cap`, not `malformed`, with one attempt."""
+    graph = build_reasoner(long_agent(random_qwen), short_agent(random_qwen), max_tokens_per_turn=12)
+    ep = episode_from_state(graph.invoke({"question": Q}))
+    assert ep.status == "turn_cap" and "per-turn cap (12 tokens)" in ep.error
+    assert ep.turns[0].attempts == 1 and ep.turns[0].finish_reason == "length" and ep.tokens.total == 12

@@ -84,7 +84,6 @@ def test_context_window_caps_the_turn(tiny_tokenizer):
 @pytest.mark.parametrize(
     "bad",
     [
-        "<think> never closes and never stops " * 40,  # hits the per-turn cap
         "<answer> wrong role's tags </answer>",
         "<think> nested <think> tags </think>",
         "<answer> hands back </rethink>",
@@ -95,6 +94,13 @@ def test_malformed_long_turn_gets_one_repair_then_a_status(tiny_tokenizer, bad):
     assert ep.status == "malformed"
     assert len(long_b.requests) == 2  # the first try and one repair, no more
     assert ep.turns[-1].attempts == 2 and ep.turns[-1].error
+    assert ep.turns[-1].discarded_tokens > 0 and ep.tokens.total > ep.tokens.kept  # the first try counts
+
+
+def test_a_turn_that_hits_the_per_turn_cap_ends_as_turn_cap_without_a_retry(tiny_tokenizer):
+    ep, long_b, _ = solve(lambda r: "<think> never closes " * 40, [ANSWER], tiny_tokenizer, max_tokens_per_turn=64)
+    assert ep.status == "turn_cap" and "per-turn cap (64 tokens)" in ep.error
+    assert len(long_b.requests) == 1 and ep.turns[-1].attempts == 1 and ep.tokens.total == 64
 
 
 def test_repair_prefills_the_opening_tag(tiny_tokenizer):
@@ -175,7 +181,7 @@ def test_wrong_roles_are_rejected_at_build_time(tiny_tokenizer):
     b = ScriptedBackend([], tiny_tokenizer)
     with pytest.raises(ValueError, match="roles"):
         build_reasoner(short_agent(b), long_agent(b))
-    with pytest.raises(ValueError, match="max_turns must be >= 1"):
+    with pytest.raises(ValueError, match="max_turns must be an integer >= 1"):
         build_reasoner(long_agent(b), short_agent(b), max_turns=0)
 
 

@@ -21,7 +21,13 @@ def _episode(i: int) -> Episode:
 
 
 def test_tokens_are_counted_per_agent():
-    assert _episode(0).tokens.model_dump() == {"long": 3, "short": 5, "total": 8}
+    assert _episode(0).tokens.model_dump() == {"long": 3, "short": 5, "total": 8, "kept": 8}
+
+
+def test_discarded_attempts_count_in_the_tokens_but_not_in_the_document():
+    ep = _episode(0)
+    ep.turns[0].discarded_tokens = 10
+    assert ep.tokens.model_dump() == {"long": 13, "short": 5, "total": 18, "kept": 8}
 
 
 def test_jsonl_round_trip_and_truncated_tail(tmp_path):

@@ -13,6 +13,8 @@ from typing import ClassVar
 
 from trl import GRPOConfig
 
+from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS
+
 __all__ = ["RLConfig", "parse_schedule"]
 
 _PHASE = re.compile(r"^([LS])(\d+)$")
@@ -97,9 +99,13 @@ class RLConfig(GRPOConfig):
     partner_temperature: float = field(
         default=0.0, metadata={"help": "sampling temperature of the frozen partner (0: greedy, a fixed environment)"}
     )
-    max_turns: int = field(default=8, metadata={"help": "graph limit: turns per episode"})
-    max_tokens_per_turn: int = field(default=1024, metadata={"help": "graph limit: tokens per turn"})
-    max_total_tokens: int = field(default=2048, metadata={"help": "graph limit: tokens per episode, both agents"})
+    max_turns: int = field(default=MAX_TURNS, metadata={"help": "graph limit: turns per episode"})
+    max_tokens_per_turn: int = field(
+        default=MAX_TOKENS_PER_TURN, metadata={"help": "graph limit: the per-turn cap (a cut turn ends as turn_cap)"}
+    )
+    max_total_tokens: int = field(
+        default=MAX_TOTAL_TOKENS, metadata={"help": "graph limit: tokens per episode, both agents, every attempt"}
+    )
     mask_over_budget: bool = field(
         default=False,
         metadata={

@@ -23,6 +23,7 @@ from longshort._async import run_sync
 from longshort.agents.roles import Agent
 from longshort.errors import BackendError
 from longshort.graphs import build_reasoner, episode_from_state
+from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS
 from longshort.protocol import Role
 from longshort.trace import Episode
 from longshort.training.samples import episode_sample
@@ -82,8 +83,8 @@ class GraphRollout:
         top_p: float = 1.0,
         seed: int = 0,
         max_turns: int = 8,
-        max_tokens_per_turn: int = 1024,
-        max_total_tokens: int = 4096,
+        max_tokens_per_turn: int = MAX_TOKENS_PER_TURN,
+        max_total_tokens: int = MAX_TOTAL_TOKENS,
         mask_over_budget: bool = False,
         partner_retries: int = 2,
         max_batch_size: int = 256,
