@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from longshort.agents._kv import select_rows, trim_left
-from longshort.agents.base import GenerationRequest, GenerationResult
+from longshort.agents.base import GenerationRequest, GenerationResult, IncrementalDetokenizer
 
 #: seeded rows draw their uniforms in chunks of this size (a fixed size, so a seed's sequence of
 #: draws never depends on ``max_new_tokens`` or on the batch)
@@ -52,19 +52,31 @@ class _Job:
         "_generator",
         "_uniforms",
         "enqueued_at",
+        "stream",
     )
 
-    def __init__(self, request: GenerationRequest, prompt: list[int], max_new: int, plan: _StopPlan) -> None:
+    def __init__(
+        self,
+        request: GenerationRequest,
+        prompt: list[int],
+        max_new: int,
+        plan: _StopPlan,
+        stream: IncrementalDetokenizer | None = None,
+    ) -> None:
         self.request = request
         self.prompt = prompt
         self.max_new = max_new
         self.plan = plan
+        #: the text pieces of a request with an ``on_token`` hook (None: nobody listens, nothing decoded)
+        self.stream = stream
         self.future: concurrent.futures.Future[GenerationResult] = concurrent.futures.Future()
         self.enqueued_at = time.monotonic()
         self.reset()
 
     def reset(self) -> None:
         """Forget generated tokens and rewind the seed (a retried request samples the same again)."""
+        if self.stream is not None:
+            self.stream.rewind()  # what was streamed is not streamed twice
         self.ids: list[int] = []
         self.logprobs: list[float] = []
         #: the weights version its KV was computed with (set when it is prefilled; see PrefixStore)
@@ -112,6 +124,7 @@ class _Batch:
     seeded_pos: torch.Tensor | None = None  # positions within sampled_rows with a seed
     seeded_jobs: list[_Job] = field(default_factory=list)
     text_rows: list[tuple[int, _Job]] = field(default_factory=list)
+    stream_rows: list[tuple[int, _Job]] = field(default_factory=list)  # rows whose request has a hook
 
     @property
     def size(self) -> int:
@@ -137,6 +150,7 @@ class _Batch:
         self.seeded_pos = idx(seeded)
         self.seeded_jobs = [self.jobs[sampled[i]] for i in seeded]
         self.text_rows = [(r, j) for r, j in enumerate(self.jobs) if j.plan.texts]
+        self.stream_rows = [(r, j) for r, j in enumerate(self.jobs) if j.stream is not None]
 
 
 # ----------------------------------------------------------------------------------------------

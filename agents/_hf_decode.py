@@ -263,12 +263,18 @@ class _Decoding:
             tail = self.tokenizer.decode(job.ids[-job.plan.tail_tokens :], skip_special_tokens=False)
             if any(s in tail for s in job.plan.texts):
                 done[row] = "stop"
+        for row, job in batch.stream_rows:  # empty unless someone listens: no decoding otherwise
+            if job.future.done() or codes[row] == 1:
+                continue
+            job.stream.push(toks[row])
         self._stats["generated_tokens"] += fed
         return done
 
     def _result(self, job: _Job, reason: str) -> GenerationResult:
         """The finished job as a result: its ids, their text and logprobs."""
         text = clean_text(self.tokenizer.decode(job.ids, skip_special_tokens=False))
+        if job.stream is not None:
+            job.stream.finish(text)  # before the future resolves: every piece precedes the result
         return GenerationResult(
             text=text,
             token_ids=job.ids,

@@ -13,6 +13,11 @@ a finish reason, never token ids or logprobs. Three choices make them agree with
   field and the backend puts ``<think>\\n…\\n</think>`` back in front of the content, so the long
   agent's turn parses. The rebuild is lossy (whitespace, text before ``<think>``), see
   ``tests/serve_utils.py`` for the server's behaviour.
+* **Streaming on request.** A request with an ``on_token`` hook is sent with ``stream=True``
+  (server-sent events through the chat model's ``stream``/``astream``; usage asked for when the
+  model supports ``stream_usage``) and the hook gets the turn's text as it arrives: the same text
+  the result will have (reasoning rebuilt, cut after the first stop string; nothing past it is
+  sent, although the server may still generate it). Requests without a hook are not streamed.
 * **Errors are results.** Connection refused, timeouts and HTTP errors come back as that request's
   ``finish_reason="error"`` result naming the server, never as an exception; the client's
   ``timeout`` and ``max_retries`` bound how long an unreachable server can take.
@@ -27,7 +32,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult, TokenStream
 from longshort.protocol import THINK_CLOSE, THINK_OPEN, clean_text, truncate_at_stop
 from longshort.trace import FinishReason
 
@@ -79,6 +84,54 @@ def _finish_reason(message: BaseMessage) -> str | None:
         if isinstance(value, str):
             return value
     return None
+
+
+class _StreamedText:
+    """The text ``ChatModelBackend._finish`` will return, sent piece by piece as chunks arrive.
+
+    Reasoning deltas (a server's reasoning parser) are rebuilt into ``<think>\\n…\\n</think>``
+    followed by the content (its leading whitespace dropped), as ``_finish`` rebuilds them; text
+    stops at the end of the first stop string. Whatever this cannot know before the end (a
+    ``</think>`` closing a reasoning-only reply) is sent by ``TokenStream.finish``.
+    """
+
+    def __init__(self, stream: TokenStream, stops: tuple[str, ...], rebuild_reasoning: bool) -> None:
+        self.stream = stream
+        self.stops = tuple(s for s in stops if s)
+        self.rebuild = rebuild_reasoning
+        self.state = "start"  # -> "reasoning" (inside the rebuilt <think>) or "content"
+        self.tail = ""  # the last characters sent, where a stop string may have begun
+        self.stopped = False
+
+    def feed(self, chunk: BaseMessage) -> None:
+        content, reasoning = _message_parts(chunk)
+        out = ""
+        if reasoning and self.rebuild and self.state != "content":
+            if self.state == "start":
+                out, self.state = f"{THINK_OPEN}\n", "reasoning"
+            out += reasoning
+        if content:
+            if self.state == "reasoning":
+                content = content.lstrip()
+                if content:
+                    out += f"\n{THINK_CLOSE}\n\n{content}"
+                    self.state = "content"
+            else:
+                out += content
+                self.state = "content"
+        self._send(out)
+
+    def _send(self, piece: str) -> None:
+        if self.stopped or not piece:
+            return
+        if self.stops:
+            window = self.tail + piece
+            kept, found = truncate_at_stop(window, self.stops)
+            if found:
+                self.stopped = True
+                piece = kept[len(self.tail) :]
+            self.tail = window[-max(len(s) for s in self.stops) :]
+        self.stream.send(piece)
 
 
 def _base_url(chat_model: Any) -> str | None:
@@ -150,6 +203,12 @@ class ChatModelBackend(Backend):
             kwargs["stop"] = list(request.stop)
         return kwargs
 
+    def _stream_kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        kwargs = self._invoke_kwargs(request)
+        if "stream_usage" in type(self.chat_model).model_fields:  # ChatOpenAI: ask for the usage chunk
+            kwargs["stream_usage"] = True
+        return kwargs
+
     def _check(self, request: GenerationRequest) -> GenerationResult | None:
         if request.messages is None:
             return GenerationResult(
@@ -207,9 +266,19 @@ class ChatModelBackend(Backend):
         bad = self._check(request)
         if bad is not None:
             return bad
+        stream = TokenStream.of(request)
         try:
-            message = self.chat_model.invoke(request.messages, **self._invoke_kwargs(request))
-            return self._finish(request, message)
+            if stream is None:
+                message = self.chat_model.invoke(request.messages, **self._invoke_kwargs(request))
+            else:
+                text = _StreamedText(stream, request.stop, self.rebuild_reasoning)
+                message = None
+                for chunk in self.chat_model.stream(request.messages, **self._stream_kwargs(request)):
+                    text.feed(chunk)
+                    message = chunk if message is None else message + chunk
+                if message is None:
+                    raise RuntimeError("the stream ended without a chunk")
+            return self._streamed(stream, self._finish(request, message))
         except Exception as exc:  # every failure is this request's result, never the batch's
             return self._error(exc)
 
@@ -217,14 +286,30 @@ class ChatModelBackend(Backend):
         bad = self._check(request)
         if bad is not None:
             return bad
+        stream = TokenStream.of(request)
         try:
             async with gate:
-                message = await self.chat_model.ainvoke(request.messages, **self._invoke_kwargs(request))
-            return self._finish(request, message)
+                if stream is None:
+                    message = await self.chat_model.ainvoke(request.messages, **self._invoke_kwargs(request))
+                else:
+                    text = _StreamedText(stream, request.stop, self.rebuild_reasoning)
+                    message = None
+                    async for chunk in self.chat_model.astream(request.messages, **self._stream_kwargs(request)):
+                        text.feed(chunk)
+                        message = chunk if message is None else message + chunk
+                    if message is None:
+                        raise RuntimeError("the stream ended without a chunk")
+            return self._streamed(stream, self._finish(request, message))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return self._error(exc)
+
+    @staticmethod
+    def _streamed(stream: TokenStream | None, result: GenerationResult) -> GenerationResult:
+        if stream is not None:
+            stream.finish(result.text)  # what only the end could tell (a closing </think>)
+        return result
 
     # ----- batches -----
 
@@ -274,6 +359,23 @@ def _reasoning_chat_openai() -> type:
                 if choice.get("stop_reason") is not None:
                     message.response_metadata["stop_reason"] = choice["stop_reason"]
             return result
+
+        def _convert_chunk_to_generation_chunk(
+            self, chunk: dict, default_chunk_class: type, base_generation_info: dict | None
+        ) -> Any:
+            generation = super()._convert_chunk_to_generation_chunk(chunk, default_chunk_class, base_generation_info)
+            choices = chunk.get("choices") or []
+            if generation is None or not choices or not isinstance(choices[0], dict):
+                return generation
+            choice, message = choices[0], generation.message
+            delta = choice.get("delta") or {}
+            for key in ("reasoning_content", "reasoning"):  # streamed reasoning deltas concatenate
+                if isinstance(delta.get(key), str) and delta[key]:
+                    message.additional_kwargs["reasoning_content"] = delta[key]
+                    break
+            if choice.get("stop_reason") is not None:
+                message.response_metadata["stop_reason"] = choice["stop_reason"]
+            return generation
 
     return ReasoningChatOpenAI
 

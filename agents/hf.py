@@ -33,7 +33,7 @@ from longshort.agents._hf_decode import _StopPlanner
 from longshort.agents._hf_load import _adopted_device, _load_model, _load_tokenizer, _resolve_dtype
 from longshort.agents._hf_scheduler import _Closed, _Mailbox, _Scheduler, _set_exception, _worker_entry
 from longshort.agents._kv import PrefixStore
-from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult, IncrementalDetokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -70,6 +70,10 @@ class TransformersBackend(_Scheduler, Backend):
     (``torch.no_grad`` for an adopted model, so no inference tensors reach its state;
     ``torch.inference_mode`` for a loaded one). After changing the weights in place, call
     ``weights_changed()`` so that no KV computed with the old ones is reused.
+
+    A request with an ``on_token`` hook gets its text pieces from the worker thread as each of
+    its tokens is sampled (incremental detokenization of that row only); rows without a hook pay
+    nothing, not even a per-step check (the batch keeps the list of rows that stream).
     """
 
     def __init__(
@@ -317,7 +321,8 @@ class TransformersBackend(_Scheduler, Backend):
             if n >= self.max_context:
                 return f"prompt of {n} tokens does not fit: max_context is {self.max_context} (no room for a new token)"
             max_new = min(max_new, self.max_context - n)
-        return _Job(request, list(prompt), max_new, self._stop_plan(request.stop))
+        stream = IncrementalDetokenizer(self.tokenizer, request.on_token) if request.on_token is not None else None
+        return _Job(request, list(prompt), max_new, self._stop_plan(request.stop), stream)
 
     def _stop_plan(self, stops: tuple[str, ...]) -> _StopPlan:
         """How ``stops`` are checked: token ids when each is one token, else the decoded tail."""

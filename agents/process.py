@@ -7,10 +7,13 @@ loops run one after the other instead of side by side, and the short agent's sma
 turns cost almost as many host steps as the long agent's big batch. In its own process each
 worker has a core to itself (vLLM runs its engine core in a separate process for the same reason).
 
-The parent keeps only the tokenizer (agents build their views with it); requests and results
-cross a pipe as plain dicts. Everything else is the in-process backend's behaviour: batching
-across callers, continuous admission, the prefix cache, per-request seeds, bad requests failing
-alone, cancellation freeing a row. A dead child fails every pending request at once.
+The parent keeps only the tokenizer (agents build their views with it); requests and results cross
+a pipe as plain dicts. A request's ``on_token`` hook stays in the parent: the child streams that
+request's text pieces back through the pipe (``piece`` messages, before its result) and the
+parent's reader thread calls the hook; requests without a hook send no pieces. Everything else is
+the in-process backend's behaviour: batching across callers, continuous admission, the prefix
+cache, per-request seeds, bad requests failing alone, cancellation freeing a row. A dead child
+fails every pending request at once.
 
     backend = ProcessBackend("path/or/hub-id", device="cuda", max_batch_size=256)
 
@@ -29,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from longshort.agents._futures import await_all, wait_all
-from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult, TokenStream
 
 
 class ProcessBackend(Backend):
@@ -59,6 +62,7 @@ class ProcessBackend(Backend):
             trust_remote_code=backend_kwargs.get("trust_remote_code", False),
         )
         self._pending: dict[int, concurrent.futures.Future[GenerationResult]] = {}
+        self._streams: dict[int, TokenStream] = {}  # jobs whose request has an on_token hook
         self._replies: dict[int, concurrent.futures.Future[Any]] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()  # guards the pipe's send side and the two maps
@@ -138,7 +142,10 @@ class ProcessBackend(Backend):
                 future: concurrent.futures.Future[GenerationResult] = concurrent.futures.Future()
                 self._pending[job] = future
                 futures.append(future)
-                payload.append((job, request.model_dump()))
+                stream = TokenStream.of(request)
+                if stream is not None:
+                    self._streams[job] = stream
+                payload.append((job, request.model_dump(), stream is not None))
             self._send("gen", None, payload)
         return futures
 
@@ -151,6 +158,7 @@ class ProcessBackend(Backend):
             jobs = [j for j, f in self._pending.items() if id(f) in mine]
             for job in jobs:
                 self._pending.pop(job).cancel()
+                self._streams.pop(job, None)
             if jobs and self._dead is None:
                 try:
                     self._send("cancel", None, jobs)
@@ -190,9 +198,16 @@ class ProcessBackend(Backend):
         try:
             while True:
                 kind, rid, payload = self._conn.recv()
-                if kind == "result":
+                if kind == "piece":
+                    stream = self._streams.get(rid)
+                    if stream is not None:
+                        stream.send(payload)  # guarded: a hook that raises is dropped, not the reader
+                elif kind == "result":
                     with self._lock:
                         future = self._pending.pop(rid, None)
+                        stream = self._streams.pop(rid, None)
+                    if stream is not None and payload.get("finish_reason") != "error":
+                        stream.finish(payload.get("text", ""))
                     if future is not None and not future.done():
                         result = GenerationResult.model_validate(payload)
                         try:
@@ -221,6 +236,7 @@ class ProcessBackend(Backend):
             if self._dead is None:
                 self._dead = reason
             pending, self._pending = list(self._pending.values()), {}
+            self._streams = {}
             replies, self._replies = list(self._replies.values()), {}
         for future in [*pending, *replies]:
             if not future.done():
@@ -245,6 +261,14 @@ def _rebuild_error(reply: dict[str, str]) -> Exception:
 
 # ----------------------------------------------------------------------------------------------
 # child side
+
+
+def _child_request(job: int, fields: dict, streams: bool, send) -> GenerationRequest:
+    """A request rebuilt in the child; one the parent streams sends its pieces back as ``piece`` messages."""
+    request = GenerationRequest.model_validate(fields)
+    if streams:
+        request.on_token = lambda piece: send("piece", job, piece)
+    return request
 
 
 def _child_main(conn, model: str, tokenizer: str | None, num_threads: int | None, kwargs: dict) -> None:
@@ -295,9 +319,9 @@ def _child_main(conn, model: str, tokenizer: str | None, num_threads: int | None
             except (EOFError, OSError):
                 return
             if kind == "gen":
-                jobs = [job for job, _ in payload]
+                jobs = [job for job, *_ in payload]
                 try:
-                    requests = [GenerationRequest.model_validate(r) for _, r in payload]
+                    requests = [_child_request(job, r, streams, send) for job, r, streams in payload]
                     items = backend.submit(requests)
                 except Exception as e:  # a closed or dead worker: answer every job, never strand one
                     items = [GenerationResult(finish_reason="error", error=f"{type(e).__name__}: {e}")] * len(jobs)

@@ -3,6 +3,8 @@
 It is for tests and docs what LangChain's fake chat models are for theirs: deterministic routing,
 bad-output and budget cases without a model. It honours ``max_new_tokens`` and ``stop`` like a
 real backend and records every request, so tests can check exactly what each agent was shown.
+A request's ``on_token`` hook gets the text token by token (incrementally detokenized, as the
+transformers backend does) with a tokenizer, and the whole text as one piece without one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
-from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult, IncrementalDetokenizer, TokenStream
 from longshort.protocol import clean_text, truncate_at_stop
 
 Script = Sequence[str] | Callable[[GenerationRequest], str]
@@ -60,12 +62,22 @@ class ScriptedBackend(Backend):
             words = text.split(" ")
             if len(words) > request.max_new_tokens:
                 text, finish = " ".join(words[: request.max_new_tokens]), "length"
-            return GenerationResult(text=clean_text(text), num_tokens=len(text.split()), finish_reason=finish)
+            text = clean_text(text)
+            stream = TokenStream.of(request)
+            if stream is not None:
+                stream.finish(text)
+            return GenerationResult(text=text, num_tokens=len(text.split()), finish_reason=finish)
         ids = self.encode(text)
         if len(ids) > request.max_new_tokens:
             ids, finish = ids[: request.max_new_tokens], "length"
+        text = clean_text(self.tokenizer.decode(ids))
+        if request.on_token is not None:
+            pieces = IncrementalDetokenizer(self.tokenizer, request.on_token)
+            for token_id in ids:
+                pieces.push(token_id)
+            pieces.finish(text)
         return GenerationResult(
-            text=clean_text(self.tokenizer.decode(ids)),
+            text=text,
             token_ids=ids,
             logprobs=[0.0] * len(ids),
             num_tokens=len(ids),

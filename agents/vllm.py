@@ -22,6 +22,9 @@ vLLM is installed. The calls were checked against the vLLM docs and source (v0.1
 * Logprobs are those of vLLM's ``logprobs_mode`` (default ``"raw_logprobs"``: before temperature
   / top-p); pass ``logprobs_mode="processed_logprobs"`` in ``engine_kwargs`` for the sampling
   distribution.
+* ``LLM.generate`` returns whole results, so a request's ``on_token`` hook gets its text as one
+  piece when the call returns (token-by-token streaming needs vLLM's ``AsyncLLMEngine`` or
+  ``vllm serve`` behind the OpenAI backend, which streams).
 * ``llm.get_tokenizer()`` gives the HF tokenizer; the context length is
   ``llm.llm_engine.model_config.max_model_len`` (read defensively: engine internals move).
 """
@@ -32,7 +35,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from longshort.agents.base import Backend, GenerationRequest, GenerationResult
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult, TokenStream
 from longshort.protocol import clean_text
 from longshort.trace import FinishReason
 
@@ -131,6 +134,9 @@ class VLLMBackend(Backend):
             else:
                 for i, output in zip(index, outputs, strict=True):
                     results[i] = self._result(output)
+                    stream = TokenStream.of(requests[i])
+                    if stream is not None:  # the offline engine returns whole results: one piece each
+                        stream.finish(results[i].text)
         return [r if r is not None else GenerationResult(finish_reason="error", error="no output") for r in results]
 
     @staticmethod

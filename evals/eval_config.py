@@ -34,7 +34,9 @@ class EvalConfig:
     )
     long_model: str | None = option(None, help="the long model (default for hf backends: the shipped testbed reasoner)")
     short_model: str | None = option(None, help="the short model (default for hf backends: the shipped testbed base)")
-    out: Path = option(Path("results/eval"), help="items.jsonl, run.json, config.yaml, results.{json,md,png} go here")
+    out: Path = option(
+        Path("runs/eval"), help="items.jsonl, run.json, config.yaml, results.{json,md,png} go here (not results/)"
+    )
     backend: Literal["hf", "hf-process", "openai", "vllm"] = option("hf", help="generation backend")
     base_url: str | None = option(None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key: str | None = option(None, help="API key for backend openai", envvar="OPENAI_API_KEY", secret=True)

@@ -9,10 +9,11 @@ caller asks for backend errors to be raised (``raise_backend_errors=True``).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any, Literal
 
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
@@ -21,7 +22,7 @@ from longshort.agents.base import GenerationResult
 from longshort.agents.roles import Agent
 from longshort.errors import BackendError
 from longshort.graphs.state import ReasonerInput, ReasonerOutput, ReasonerState
-from longshort.graphs.tracing import atraced_generate, traced_generate
+from longshort.graphs.tracing import atraced_generate, light_node_traces, node_body, traced_generate, turn_view
 from longshort.graphs.turn import TurnStep
 from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS, Limits
 from longshort.trace import Episode
@@ -65,7 +66,7 @@ def episode_from_state(state: dict[str, Any]) -> Episode:
     return Episode.model_validate(fields)
 
 
-def _turn_node(agent: Agent, limits: Limits, raise_backend_errors: bool) -> RunnableLambda:
+def _turn_node(agent: Agent, limits: Limits, raise_backend_errors: bool) -> Runnable:
     def metadata(step: TurnStep) -> dict[str, Any]:
         return {
             "episode_id": step.state.get("id"),
@@ -90,7 +91,8 @@ def _turn_node(agent: Agent, limits: Limits, raise_backend_errors: bool) -> Runn
         request = step.first_request()
         while request is not None:
             try:
-                result = check(traced_generate(agent.backend, request, config, agent.role, metadata(step)))
+                view = functools.partial(turn_view, agent, step.state)
+                result = check(traced_generate(agent.backend, request, config, agent.role, metadata(step), view=view))
             except BackendError:
                 raise
             except Exception as e:  # a backend that raises instead of returning an error result
@@ -103,7 +105,10 @@ def _turn_node(agent: Agent, limits: Limits, raise_backend_errors: bool) -> Runn
         request = step.first_request()
         while request is not None:
             try:
-                result = check(await atraced_generate(agent.backend, request, config, agent.role, metadata(step)))
+                view = functools.partial(turn_view, agent, step.state)
+                result = check(
+                    await atraced_generate(agent.backend, request, config, agent.role, metadata(step), view=view)
+                )
             except BackendError:
                 raise
             except Exception as e:
@@ -111,7 +116,7 @@ def _turn_node(agent: Agent, limits: Limits, raise_backend_errors: bool) -> Runn
             request = step.observe(result)
         return step.update()
 
-    return RunnableLambda(run, afunc=arun, name=agent.role)
+    return node_body(run, arun, name=agent.role)  # no run of its own inside LangGraph's node run
 
 
 def _after_long(state: ReasonerState) -> Literal["short", "finish"]:
@@ -151,4 +156,4 @@ def build_reasoner(
     graph.add_conditional_edges("long", _after_long)
     graph.add_conditional_edges("short", _after_short)
     graph.add_edge("finish", END)
-    return graph.compile(checkpointer=checkpointer, name=name)
+    return light_node_traces(graph).compile(checkpointer=checkpointer, name=name)

@@ -70,10 +70,48 @@ def solve(
     seed: int = typer.Option(None, help="Sampling seed (with temperature > 0)."),
     timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),
     as_json: bool = typer.Option(False, "--json", help="Print the Episode as JSON on stdout."),
+    stream: bool = typer.Option(
+        None,
+        "--stream/--no-stream",
+        help="Print each turn's tokens as they are generated (default: when stdout is a terminal; never with --json).",
+    ),
 ) -> None:
     """Solve one question with the Long⊗Short reasoner and print the conversation."""
+    from rich.markup import escape
+
     from longshort.agents.loading import load_agents
     from longshort.graphs import build_reasoner, episode_from_state
+
+    live = not as_json and (sys.stdout.isatty() if stream is None else stream)
+
+    def solve_live(graph) -> dict:
+        """The conversation as it is generated (``stream_mode="messages"``), then the outcome line."""
+        styles = {"long": "magenta", "short": "cyan"}
+        out = Console(highlight=False)
+        out.print(Panel(question, title="question", border_style="white"), markup=False)
+        state: dict = {}
+        current, shown = None, 0
+        for mode, data in graph.stream({"question": question}, stream_mode=["messages", "values"]):
+            if mode == "messages":
+                chunk, meta = data
+                key = (meta.get("turn"), meta.get("attempt"))
+                if key != current:
+                    if current is not None:
+                        out.print()
+                    current = key
+                    retry = " · retry" if meta.get("attempt") else ""
+                    out.rule(f"{meta.get('turn')}: {meta.get('agent')}{retry}", style=styles.get(meta.get("agent"), ""))
+                sys.stdout.write(str(chunk.content))
+                sys.stdout.flush()
+                continue
+            state = data
+            for turn in (state.get("turns") or [])[shown:]:  # a turn ended: its count and how it ended
+                note = f"{turn.num_tokens} tokens · {turn.finish_reason}" + (f" · {turn.error}" if turn.error else "")
+                out.print()
+                out.print(note, style="dim", markup=False)
+                shown += 1
+                current = None
+        return state
 
     try:  # no --long-model: the shipped testbed pair, offline
         long, short = load_agents(
@@ -92,7 +130,7 @@ def solve(
         long, short, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn, max_total_tokens=max_total_tokens
     )
     try:
-        episode = episode_from_state(graph.invoke({"question": question}))
+        episode = episode_from_state(solve_live(graph) if live else graph.invoke({"question": question}))
     except (ValueError, TypeError) as e:
         _fail(str(e))
     finally:
@@ -100,6 +138,15 @@ def solve(
             agent.backend.close()
     if as_json:
         sys.stdout.write(json.dumps(episode.model_dump(mode="json"), ensure_ascii=False) + "\n")
+    elif live:  # the turns are on screen already: the outcome, as print_episode ends
+        t = episode.tokens
+        out = Console(highlight=False)
+        out.print(
+            f"[bold]{episode.status}[/] answer=[bold green]{escape(str(episode.answer))}[/] "
+            f"tokens long={t.long} short={t.short} total={t.total}"
+        )
+        if episode.error:
+            out.print(episode.error, style="red", markup=False)
     else:
         print_episode(episode, Console())
 
@@ -210,6 +257,18 @@ from longshort.cli.testbed import testbed_app  # noqa: E402 (sub-app, after the 
 app.add_typer(testbed_app, name="testbed")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"longshort {version('longshort')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the installed version and exit."
+    ),
+) -> None:
     """Long⊗Short: a long-thought and a short-thought model reason together."""

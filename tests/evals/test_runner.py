@@ -117,6 +117,9 @@ def test_truncated_last_line_is_rerun(first_run, tmp_path, monkeypatch):
     out = tmp_path / "torn"
     shutil.copytree(first_run, out)
     lines = (out / "items.jsonl").read_text().splitlines(keepends=True)
+    # systems finish in any order: make a Long⊗Short item the one being written when the run was killed
+    last = max(i for i, line in enumerate(lines) if json.loads(line)["system"] == "longshort")
+    lines.append(lines.pop(last))
     torn = json.loads(lines[-1])
     (out / "items.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40])  # killed mid-write
     calls = []

@@ -7,7 +7,8 @@
 #   bash training/recipes/gpu_rl.sh sweep OUT SECONDS NAME='ARGS' [NAME='ARGS'…]
 #                                                             # several runs side by side on one GPU (the 4M-parameter
 #                                                             # models leave it mostly idle), each in runs/NAME, resumable;
-#                                                             # OUT/NAME.rounds.json, .log and .png per run
+#                                                             # OUT/NAME.rounds.json, .log and .png per run; put
+#                                                             # OUT/NAME-state.tgz back in runs/ to continue
 set -euo pipefail
 stage=$1 out=$2
 mkdir -p "$out"
@@ -36,6 +37,7 @@ case "$stage" in
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
     for spec in "$@"; do
       name=${spec%%=*} args=${spec#*=}
+      if [ -f "runs/$name-state.tgz" ] && [ ! -d "runs/$name" ]; then tar xzf "runs/$name-state.tgz" -C runs; fi  # resume
       # shellcheck disable=SC2086  # ARGS is a list of options
       (timeout -s KILL "$seconds" python3 -m longshort.cli train rl --config training/configs/rl/testbed.yaml \
         --output-dir "runs/$name" $args > "$out/$name.log" 2>&1; echo "train rl $name exit $?" >> "$out/$name.log") &
