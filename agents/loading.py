@@ -32,8 +32,9 @@ def is_adapter(model: str | os.PathLike[str]) -> bool:
 def load_trained(path: str | Path, *, dtype=None, merge: bool = True, device: str | None = None):
     """A model saved by ``longshort train sft``: a full model, or base + LoRA adapter (merged by default).
 
-    An adapter shipped in the testbed assets names its base by the marker ``reasoner`` / ``base``;
-    it is loaded on the verified checkpoint of the same assets folder. The model is returned in
+    An adapter shipped in the testbed assets names its base by the marker ``reasoner`` / ``base``
+    (loaded on the verified checkpoint of the same assets folder) or ``sft/<pair>/<role>`` (another
+    shipped adapter, merged first: an RL round stacked on the cold-start adapter). The model is returned in
     eval mode on ``device`` (when given): it is loaded for inference.
     """
     from transformers import AutoModelForCausalLM
@@ -52,7 +53,10 @@ def load_trained(path: str | Path, *, dtype=None, merge: bool = True, device: st
         else:
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype or "auto")
+            if is_adapter(base_dir):  # stacked on another shipped adapter (an RL round on the SFT one)
+                base = load_trained(base_dir, dtype=dtype)
+            else:
+                base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype or "auto")
             model = PeftModel.from_pretrained(base, path)
         if merge:
             model = model.merge_and_unload()
@@ -66,7 +70,8 @@ def tokenizer_path(path: str | Path) -> Path:
     none) its shipped base checkpoint."""
     from longshort.shipped import shipped_base
 
-    return shipped_base(path) or Path(path)
+    base = shipped_base(path)
+    return Path(path) if base is None else tokenizer_path(base)
 
 
 def load_backend(

@@ -100,17 +100,21 @@ def default_sft(role: Role, root: Path | None = None) -> Path:
 
 
 def shipped_base(adapter_dir: str | Path) -> Path | None:
-    """The verified checkpoint dir a shipped adapter merges into, or None for any other model or adapter.
+    """The verified dir a shipped adapter loads on, or None for any other model or adapter.
 
-    A shipped adapter's ``base_model_name_or_path`` is the marker ``"reasoner"`` or ``"base"`` and it
-    lives at ``<assets>/sft/<name>/<long|short>/``; the marker names ``<assets>/<marker>``.
+    A shipped adapter lives at ``<assets>/sft/<name>/<long|short>/`` and its
+    ``base_model_name_or_path`` is a marker resolved in the same assets folder: ``"reasoner"`` or
+    ``"base"`` (a checkpoint), or ``"sft/<pair>/<role>"``, another shipped adapter of the same role
+    that this one stacks on (an RL round's LoRA, trained on the merged cold-start adapter). The
+    returned dir may therefore itself be an adapter: ``agents.loading.load_trained`` merges it first.
     """
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file():
         return None
     marker = json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if marker not in MODELS:
+    stacked = isinstance(marker, str) and marker.startswith(f"{SFT_DIR}/")
+    if marker not in MODELS and not stacked:
         return None
     sft_dir = adapter_dir.resolve().parent.parent
     root = sft_dir.parent
@@ -121,7 +125,14 @@ def shipped_base(adapter_dir: str | Path) -> Path | None:
             f"{adapter_dir}: its base is the shipped {marker!r}, which resolves only inside a testbed assets folder "
             f"(<assets>/{SFT_DIR}/<name>/<long|short>/ next to <assets>/{MANIFEST})"
         )
-    expected = ROLE_BASE.get(adapter_dir.resolve().name)  # type: ignore[call-overload]
+    role = adapter_dir.resolve().name
+    if stacked:
+        base = root / marker
+        if Path(marker).name != role or not (base / "adapter_config.json").is_file():
+            raise ValueError(f"{adapter_dir}: a {role} adapter stacks on a shipped {role} adapter, not on {marker!r}")
+        verify_files(root)
+        return base
+    expected = ROLE_BASE.get(role)  # type: ignore[call-overload]
     if expected is not None and expected != marker:
-        raise ValueError(f"{adapter_dir}: a {adapter_dir.name} adapter merges into the {expected}, not the {marker}")
+        raise ValueError(f"{adapter_dir}: a {role} adapter merges into the {expected}, not the {marker}")
     return checkpoint(marker, root)

@@ -47,6 +47,7 @@ __all__ = [
     "shipped_base",
     "shipped_pairs",
     "verify",
+    "weights_file",
     "write_manifest",
 ]
 
@@ -55,11 +56,19 @@ SIZE_LIMIT_BYTES = 20_000_000
 
 
 class ShippedAgent(BaseModel):
-    """One agent of a shipped SFT pair: a LoRA adapter on a shipped checkpoint."""
+    """One agent of a shipped pair: a LoRA adapter on a shipped checkpoint or on another shipped adapter."""
 
-    base: CheckpointName = Field(description="the shipped checkpoint the adapter is merged into")
-    base_sha256: str = Field(description="sha256 of that checkpoint's model.safetensors when the adapter shipped")
-    info: dict[str, Any] = Field(default_factory=dict, description="a summary of the adapter's sft_info.json")
+    base: str = Field(
+        description="what the adapter is merged into: a shipped checkpoint ('reasoner', 'base') or a shipped "
+        "adapter ('sft/<pair>/<role>': an RL round stacked on its cold-start adapter)"
+    )
+    base_sha256: str = Field(description="sha256 of the base's weights file when the adapter shipped")
+    path: str | None = Field(
+        None,
+        description="the agent's adapter folder when it is another pair's ('sft/<pair>/<role>': an agent RL "
+        "left untrained ships no copy); None: sft/<this pair>/<role>",
+    )
+    info: dict[str, Any] = Field(default_factory=dict, description="a summary of the adapter's training record")
 
 
 class ShippedPair(BaseModel):
@@ -87,11 +96,14 @@ class Manifest(BaseModel):
 
 def write_manifest(root: Path, *, command: str, seed: int, metrics: dict[str, Any], **extra: Any) -> Manifest:
     files = {
-        str(p.relative_to(root)): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST
     }
     return save_manifest(root, Manifest(files=files, command=command, seed=seed, metrics=metrics, **extra))
+
+
+def weights_file(base: str) -> str:
+    """The file (relative to the assets) whose sha256 pins a shipped base: a checkpoint's or an adapter's weights."""
+    return f"{base}/model.safetensors" if base in MODELS else f"{base}/adapter_model.safetensors"
 
 
 def save_manifest(root: Path, manifest: Manifest) -> Manifest:
@@ -121,11 +133,11 @@ def shipped_pairs(root: Path | None = None) -> dict[str, tuple[Path, Path]]:
         dirs = []
         for role in ("long", "short"):
             agent: ShippedAgent = getattr(pair, role)
-            rel = f"{SFT_DIR}/{name}/{role}"
+            rel = agent.path or f"{SFT_DIR}/{name}/{role}"
             for file in ("adapter_config.json", "adapter_model.safetensors"):
                 if f"{rel}/{file}" not in manifest.files:
                     raise FileNotFoundError(f"shipped pair {name!r}: the manifest lists no {rel}/{file}")
-            current = manifest.files.get(f"{agent.base}/model.safetensors")
+            current = manifest.files.get(weights_file(agent.base))
             if current != agent.base_sha256:
                 raise ValueError(
                     f"shipped pair {name!r}: the {role} adapter was shipped against another {agent.base} "

@@ -1,4 +1,4 @@
-"""Ship a cold-start SFT pair (two LoRA adapters) inside the package: ``longshort testbed ship-sft``.
+"""Ship a trained pair inside the package: ``longshort testbed ship-sft`` and ``ship-rl``.
 
     longshort train sft --agent long  --lora --output-dir runs/coldstart/sft-long    # from the shipped reasoner
     longshort train sft --agent short --lora --output-dir runs/coldstart/sft-short   # from the shipped base
@@ -11,6 +11,13 @@ replaces the recorded base path with the marker ``"reasoner"`` / ``"base"`` (res
 ``checkpoints.shipped_base``) and rewrites the manifest with the new files' hashes and an ``sft``
 entry. It refuses a folder that is not a LoRA adapter, an adapter of the wrong agent or base, and a
 result over the size cap; the assets are verified first, so a corrupted file is never re-blessed.
+
+    longshort train rl --config training/configs/rl/testbed.yaml --output-dir runs/rl --lora-r 4
+    longshort testbed ship-rl --run runs/rl --name longshort-rl
+
+ships what an RL run ended with: each trained agent's last-round LoRA adapter, stacked on the
+shipped cold-start adapter it was trained on (its base is the marker ``sft/longshort-sft/<role>``),
+and, for an agent no round trained, a reference to that cold-start adapter (no copy).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from longshort.shipped import DEFAULT_SFT_PAIR
 from longshort.testbed.checkpoints import (
     ROLE_BASE,
     SFT_DIR,
@@ -34,9 +42,12 @@ from longshort.testbed.checkpoints import (
     save_manifest,
     sha256_file,
     verify,
+    weights_file,
 )
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "sft_info.json")
+#: the training record a shipped RL adapter carries (its rounds and the run), in place of sft_info.json
+RL_INFO = "rl_info.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: sft_info.json fields kept in the manifest's summary of each agent
 _INFO_KEYS = (
@@ -161,6 +172,65 @@ def _metrics(path: Path | None, name: str) -> dict[str, Any]:
     return data
 
 
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder and a demo row)")
+
+
+def _stage_adapter(src: Path, config: dict, base: str, out: Path, record: Path | dict) -> str:
+    """Write one shipped adapter into ``out``: float16 weights, the config naming ``base``, its record; its dtype."""
+    out.mkdir(parents=True)
+    source_dtype, _ = _to_fp16(src / "adapter_model.safetensors", out / "adapter_model.safetensors")
+    config = {**config, "base_model_name_or_path": base}
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if isinstance(record, Path):
+        shutil.copy2(record, out / record.name)
+    else:
+        (out / RL_INFO).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return source_dtype
+
+
+def _install(root: Path, before: Manifest, name: str, staging: Path, pair: ShippedPair, limit_bytes: int) -> Manifest:
+    """Swap ``staging`` in as ``<root>/sft/<name>/`` and rewrite the manifest, after the size check."""
+    prefix = f"{SFT_DIR}/{name}/"
+    new_files = {f"{prefix}{p.relative_to(staging)}": p for p in sorted(staging.rglob("*")) if p.is_file()}
+    added = sum(p.stat().st_size for p in new_files.values())
+    kept = sum(
+        p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and not str(p.relative_to(root).as_posix()).startswith(prefix)
+    )
+    if kept + added > limit_bytes:
+        sizes = ", ".join(
+            f"{role} {_mb(sum(p.stat().st_size for k, p in new_files.items() if k.startswith(prefix + role)))}"
+            for role in ("long", "short")
+        )
+        raise ValueError(
+            f"shipping {name!r} would make {root} {_mb(kept + added)} ({_mb(kept)} already there + {_mb(added)} "
+            f"of adapters: {sizes}), over the {_mb(limit_bytes)} cap on everything "
+            "shipped; use a smaller LoRA rank or fewer target modules"
+        )
+    files = {rel: digest for rel, digest in before.files.items() if not rel.startswith(prefix)}
+    files.update({rel: sha256_file(p) for rel, p in new_files.items()})
+    manifest = before.model_copy(update={"files": dict(sorted(files.items())), "sft": {**before.sft, name: pair}})
+    dest = root / SFT_DIR / name
+    incoming, outgoing = dest.with_name(f".{name}.new"), dest.with_name(f".{name}.old")
+    for leftover in (incoming, outgoing):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(staging, incoming)  # on the assets' file system, so the swap is two renames
+    if dest.exists():
+        dest.rename(outgoing)
+    incoming.rename(dest)
+    shutil.rmtree(outgoing, ignore_errors=True)
+    save_manifest(root, manifest)
+    verify(root)
+    return manifest
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def ship_sft(
     long: str | Path,
     short: str | Path,
@@ -176,65 +246,128 @@ def ship_sft(
     Shipping a name that is already shipped replaces that pair. Nothing in ``assets`` changes when
     a check fails.
     """
-    if not _NAME.match(name):
-        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names a folder and a demo row)")
+    _check_name(name)
     root = Path(assets) if assets is not None else assets_dir()
     before = verify(root)
     sources = {"long": Path(long), "short": Path(short)}
     checked = {role: _check_adapter(role, path, before) for role, path in sources.items()}
     pair_metrics = _metrics(Path(metrics) if metrics else None, name)
-    prefix = f"{SFT_DIR}/{name}/"
     with tempfile.TemporaryDirectory(prefix="ship-sft-") as tmp:
         staging = Path(tmp) / name
         agents: dict[str, ShippedAgent] = {}
         for role, path in sources.items():
             config, info = checked[role]
-            out = staging / role
-            out.mkdir(parents=True)
-            source_dtype, _ = _to_fp16(path / "adapter_model.safetensors", out / "adapter_model.safetensors")
-            config["base_model_name_or_path"] = ROLE_BASE[role]
-            (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-            shutil.copy2(path / "sft_info.json", out / "sft_info.json")
             base = ROLE_BASE[role]
+            source_dtype = _stage_adapter(path, config, base, staging / role, path / "sft_info.json")
             agents[role] = ShippedAgent(
                 base=base, base_sha256=before.files[f"{base}/model.safetensors"], info=_summary(info, source_dtype)
             )
-        new_files = {f"{prefix}{p.relative_to(staging)}": p for p in sorted(staging.rglob("*")) if p.is_file()}
-        added = sum(p.stat().st_size for p in new_files.values())
-        kept = sum(
-            p.stat().st_size
-            for p in root.rglob("*")
-            if p.is_file() and not str(p.relative_to(root).as_posix()).startswith(prefix)
-        )
-        if kept + added > limit_bytes:
-            sizes = ", ".join(
-                f"{role} {_mb(sum(p.stat().st_size for k, p in new_files.items() if k.startswith(prefix + role)))}"
-                for role in sources
-            )
-            raise ValueError(
-                f"shipping {name!r} would make {root} {_mb(kept + added)} ({_mb(kept)} already there + {_mb(added)} "
-                f"of adapters: {sizes}), over the {_mb(limit_bytes)} cap on everything "
-                "shipped; use a smaller LoRA rank or fewer target modules"
-            )
-        files = {rel: digest for rel, digest in before.files.items() if not rel.startswith(prefix)}
-        files.update({rel: sha256_file(p) for rel, p in new_files.items()})
         pair = ShippedPair(
             command=command or f"longshort testbed ship-sft --long {long} --short {short} --name {name}",
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            created=_now(),
             metrics=pair_metrics,
             long=agents["long"],
             short=agents["short"],
         )
-        manifest = before.model_copy(update={"files": dict(sorted(files.items())), "sft": {**before.sft, name: pair}})
-        dest = root / SFT_DIR / name
-        incoming, outgoing = dest.with_name(f".{name}.new"), dest.with_name(f".{name}.old")
-        for leftover in (incoming, outgoing):
-            shutil.rmtree(leftover, ignore_errors=True)
-        shutil.copytree(staging, incoming)  # on the assets' file system, so the swap is two renames
-        if dest.exists():
-            dest.rename(outgoing)
-        incoming.rename(dest)
-        shutil.rmtree(outgoing, ignore_errors=True)
-    save_manifest(root, manifest)
-    verify(root)
-    return manifest
+        return _install(root, before, name, staging, pair, limit_bytes)
+
+
+def _run_started_from(run: Path, role: str, on: str) -> None:
+    """Refuse an RL run whose ``role`` agent did not start from the shipped pair ``on``."""
+    import yaml
+
+    config_path = run / "config.yaml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    model = (config or {}).get(f"{role}_model")
+    if model is None and on == DEFAULT_SFT_PAIR:  # the run's default: the shipped longshort-sft pair
+        return
+    if model is not None and Path(model).parts[-3:] == (SFT_DIR, on, role):
+        return
+    start = model or f"the shipped {DEFAULT_SFT_PAIR} pair"
+    raise ValueError(
+        f"--run {run}: its {role} agent started from {start}, not from the shipped {on!r} pair (--on); "
+        "an RL adapter ships only on the cold-start adapter it was trained on"
+    )
+
+
+def ship_rl(
+    run: str | Path,
+    *,
+    name: str = "longshort-rl",
+    on: str = DEFAULT_SFT_PAIR,
+    assets: str | Path | None = None,
+    command: str | None = None,
+    limit_bytes: int = SIZE_LIMIT_BYTES,
+) -> Manifest:
+    """Ship the pair an RL run (``longshort train rl``) ended with, stacked on the shipped pair ``on``.
+
+    Each agent's last finished round is a LoRA adapter trained on ``on``'s merged adapter of that
+    agent, so it ships small (float16, its base the marker ``sft/<on>/<role>``) and loads by merging
+    both (``agents.loading.load_trained``). An agent no round trained is ``on``'s own adapter,
+    referenced, not copied. The manifest records every round of the run (its ``rounds.json``).
+    """
+    from longshort.training.rl.trainer import latest
+
+    _check_name(name)
+    if name == on:
+        raise ValueError(f"--name {name!r}: the RL pair needs a name of its own (it stacks on {on!r})")
+    root = Path(assets) if assets is not None else assets_dir()
+    before = verify(root)
+    if on not in before.sft:
+        raise ValueError(f"--on {on!r}: no such shipped pair in {root} (shipped: {', '.join(before.sft) or 'none'})")
+    run = Path(run)
+    rounds_path = run / "rounds.json"
+    if not rounds_path.is_file():
+        raise FileNotFoundError(f"--run {run}: no rounds.json (not a `longshort train rl` output folder?)")
+    record = json.loads(rounds_path.read_text(encoding="utf-8"))
+    rounds = record.get("rounds", [])
+    trained = {role: latest(rounds, role) is not None for role in ("long", "short")}
+    if not any(trained.values()):
+        raise ValueError(f"--run {run}: no round has finished yet (rounds.json holds only {len(rounds)} rows)")
+    with tempfile.TemporaryDirectory(prefix="ship-rl-") as tmp:
+        staging = Path(tmp) / name
+        agents: dict[str, ShippedAgent] = {}
+        for role in ("long", "short"):
+            sft = before.sft[on].long if role == "long" else before.sft[on].short
+            own = sft.path or f"{SFT_DIR}/{on}/{role}"
+            if not trained[role]:
+                agents[role] = sft.model_copy(update={"path": own, "info": {"same_as": on, **sft.info}})
+                continue
+            _run_started_from(run, role, on)
+            done = [r for r in rounds if r.get("agent") == role and r.get("final")]
+            final = run / "rounds" / done[-1]["round"] / "final"  # the recorded path is the run machine's
+            config = _check_rl_adapter(role, final)
+            info = {"agent": role, "on": on, "rounds": done, "run": {k: v for k, v in record.items() if k != "rounds"}}
+            source_dtype = _stage_adapter(final, config, own, staging / role, info)
+            agents[role] = ShippedAgent(
+                base=own,
+                base_sha256=before.files[weights_file(own)],
+                info={
+                    "rounds": [r["round"] for r in done],
+                    "lora_r": config.get("r"),
+                    "lora_alpha": config.get("lora_alpha"),
+                    "source_dtype": source_dtype,
+                },
+            )
+        last = rounds[-1]
+        pair = ShippedPair(
+            command=command or f"longshort testbed ship-rl --run {run} --name {name} --on {on}",
+            created=_now(),
+            metrics={"row": {**last, "system": name}, "rounds": rounds, "run": record.get("command")},
+            long=agents["long"],
+            short=agents["short"],
+        )
+        return _install(root, before, name, staging, pair, limit_bytes)
+
+
+def _check_rl_adapter(role: str, path: Path) -> dict:
+    """The adapter_config of an RL round's final LoRA adapter."""
+    if not (path / "adapter_config.json").is_file() or not (path / "adapter_model.safetensors").is_file():
+        raise ValueError(
+            f"{path}: the {role} agent's last round left no LoRA adapter (a --no-lora run trains full models, "
+            "which do not fit the shipped assets)"
+        )
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA":
+        raise ValueError(f"{path} is a {config.get('peft_type')!r} adapter; only LoRA adapters ship")
+    return config

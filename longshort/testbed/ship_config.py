@@ -10,7 +10,7 @@ from pathlib import Path
 
 from longshort.config import option
 
-__all__ = ["ShipSFTConfig"]
+__all__ = ["ShipRLConfig", "ShipSFTConfig"]
 
 
 @dataclass
@@ -22,3 +22,13 @@ class ShipSFTConfig:
     name: str = option("longshort-sft", help="the pair's folder under sft/ and its demo row")
     assets: Path | None = option(None, help="the assets folder (default: the installed package's)")
     metrics: Path | None = option(None, help="a JSON file (e.g. the demo.json with this row) recorded in the manifest")
+
+
+@dataclass
+class ShipRLConfig:
+    """Ship the pair an RL run ended with (LoRA adapters stacked on a shipped cold-start pair) in the assets."""
+
+    run: Path = option(help="the `longshort train rl` output folder (its rounds.json and rounds/<name>/final/)")
+    name: str = option("longshort-rl", help="the pair's folder under sft/ and its demo row")
+    on: str = option("longshort-sft", help="the shipped cold-start pair the run started from")
+    assets: Path | None = option(None, help="the assets folder (default: the installed package's)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from longshort.cli import app
@@ -38,6 +39,27 @@ def test_a_saved_config_loads_back_equal(tmp_path):
     from longshort.training.rl.config import RLConfig
 
     config = load_config(RLConfig, default_config_path(), {"max_steps": 3, "use_cpu": True})
-    assert config.max_steps == 3 and config.schedule == "L1,L2,S1,L3,S2,L4"
+    assert config.max_steps == 3 and config.schedule == "S1,L1"
     again = load_config(RLConfig, save_config(config, tmp_path / "config.yaml"), {})
     assert again.to_dict() == config.to_dict()
+
+
+def test_the_recipe_is_the_shipped_rl_pairs_run():
+    """training/configs/rl/testbed.yaml holds the settings whose S1 ships as longshort-rl."""
+    import shlex
+
+    from longshort.cli.rl import default_config_path
+    from longshort.config import load_config
+    from longshort.testbed.checkpoints import verify
+    from longshort.training.rl.config import RLConfig
+
+    pair = verify().sft.get("longshort-rl")
+    if pair is None:
+        pytest.skip("no shipped longshort-rl pair")
+    recipe = load_config(RLConfig, default_config_path(), {})
+    args = shlex.split(pair.metrics["run"])
+    pairs = zip(args, args[1:], strict=False)
+    given = {a.removeprefix("--").replace("-", "_"): v for a, v in pairs if a.startswith("--")}
+    for field in ("schedule", "max_steps", "lora_r", "lora_alpha", "format_weight", "learning_rate"):
+        assert str(getattr(recipe, field)) == given[field] or float(getattr(recipe, field)) == float(given[field])
+    assert pair.short.info["lora_r"] == recipe.lora_r and pair.long.path == "sft/longshort-sft/long"

@@ -93,17 +93,21 @@ def test_corrupted_checkpoint_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def sft_assets(tmp_path_factory):
-    """A copy of the shipped assets with a shipped pair: zero-initialised LoRA adapters of the reasoner and base."""
+    """A copy of the shipped checkpoints (no shipped pairs) with one pair: zero-initialised LoRA adapters."""
     import shutil
 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from longshort.testbed.checkpoints import Manifest, save_manifest
     from longshort.testbed.ship import ship_sft
 
     tmp = tmp_path_factory.mktemp("sft-assets")
-    root = shutil.copytree(assets_dir(), tmp / "testbed")
+    root = shutil.copytree(assets_dir(), tmp / "testbed", ignore=shutil.ignore_patterns("sft"))
+    manifest = Manifest.model_validate_json((root / "manifest.json").read_text())
+    files = {rel: digest for rel, digest in manifest.files.items() if not rel.startswith("sft/")}
+    save_manifest(root, manifest.model_copy(update={"files": files, "sft": {}}))
     for role, base in (("long", "reasoner"), ("short", "base")):
         model = AutoModelForCausalLM.from_pretrained(root / base, dtype=torch.float32)
         config = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear")
