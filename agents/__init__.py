@@ -16,6 +16,7 @@ from longshort.agents.scripted import ScriptedBackend
 if TYPE_CHECKING:
     from longshort.agents.chat import ChatModelBackend, openai_backend
     from longshort.agents.hf import TransformersBackend
+    from longshort.agents.loading import load_agents, load_backend
     from longshort.agents.process import ProcessBackend
     from longshort.agents.vllm import VLLMBackend, is_vllm_available
 
@@ -26,6 +27,8 @@ _LAZY = {
     "openai_backend": "longshort.agents.chat",
     "VLLMBackend": "longshort.agents.vllm",
     "is_vllm_available": "longshort.agents.vllm",
+    "load_agents": "longshort.agents.loading",
+    "load_backend": "longshort.agents.loading",
 }
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "TransformersBackend",
     "VLLMBackend",
     "is_vllm_available",
+    "load_agents",
+    "load_backend",
     "long_agent",
     "openai_backend",
     "short_agent",

@@ -132,11 +132,17 @@ def load_agents(
     seed: int | None = None,
     **backend_kwargs: Any,
 ) -> tuple[Agent | None, Agent | None]:
-    """The long and short agents, ``(long, short)``; a role not in ``roles`` is None and loads nothing.
+    """The long and short agents, ``(long, short)``: the one way to build a pair from names.
 
-    With no ``long_model`` both roles get their shipped defaults (the testbed reasoner and base);
-    with a ``long_model`` and no ``short_model`` both agents share its one backend (one model plays
-    both roles). Remote kinds need the model names. ``backend_kwargs`` go to ``load_backend``.
+    - nothing: the shipped testbed models (the reasoner as long, the base as short), offline;
+    - a shipped pair's name as ``long_model`` (``"longshort-sft"``, ``"longshort-rl"``) and no
+      ``short_model``: its two adapters, each merged on its shipped base (never through the hub);
+    - local folders (full models or LoRA adapters) or hub ids; a ``long_model`` alone plays both
+      roles on one backend;
+    - ``backend="openai"`` with ``base_url``: the names are the served models'.
+
+    A role not in ``roles`` is None and loads nothing. ``backend_kwargs`` go to ``load_backend``.
+    A local folder wins over a shipped pair of the same name.
     """
     if not set(roles) <= set(ROLES) or not roles:
         raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {tuple(roles)}")
@@ -147,6 +153,16 @@ def load_agents(
 
         long_model = default_model("long")
         short_model = short_model or default_model("short")
+    elif short_model is None and backend in LOCAL_HF and not Path(long_model).exists():
+        from longshort.shipped import shipped_pair, shipped_pair_names
+
+        pair = shipped_pair(os.fspath(long_model))
+        if pair is not None:
+            long_model, short_model = pair
+        elif os.fspath(long_model).startswith("longshort-"):  # a pair name, not a hub id: fail fast, offline
+            raise ValueError(
+                f"no shipped pair named {os.fspath(long_model)!r}; shipped: {', '.join(shipped_pair_names()) or 'none'}"
+            )
     names: dict[Role, str] = {"long": os.fspath(long_model), "short": os.fspath(short_model or long_model)}
     backends: dict[str, Backend] = {}
     agents: dict[Role, Agent] = {}

@@ -32,7 +32,11 @@ class EvalConfig:
         help="systems (comma-separated): longshort, long-only, short-only",
         aliases=("--system",),
     )
-    long_model: str | None = option(None, help="the long model (default for hf backends: the shipped testbed reasoner)")
+    long_model: str | None = option(
+        None,
+        help="the long model: a path, hub id or served name, or a shipped pair's name (longshort-sft, longshort-rl: "
+        "both agents); default for hf backends: the shipped testbed reasoner",
+    )
     short_model: str | None = option(None, help="the short model (default for hf backends: the shipped testbed base)")
     out: Path = option(
         Path("runs/eval"), help="items.jsonl, run.json, config.yaml, results.{json,md,png} go here (not results/)"

@@ -99,6 +99,34 @@ def default_sft(role: Role, root: Path | None = None) -> Path:
     return root / rel
 
 
+def pair_member(name: str, role: Role, path: str | None = None) -> str:
+    """Where a shipped pair's agent lives, relative to the assets: its own folder, or another pair's
+    (``path``: an agent an RL run left untrained is the cold-start pair's adapter, not a copy)."""
+    return path or f"{SFT_DIR}/{name}/{role}"
+
+
+def shipped_pair(name: str, root: Path | None = None) -> tuple[Path, Path] | None:
+    """The ``(long, short)`` adapter dirs of the shipped pair ``name`` (e.g. ``longshort-rl``), or None.
+
+    Only the manifest is read (and verified); ``longshort.testbed.checkpoints.shipped_pairs`` also
+    checks that each adapter still matches the checkpoint it shipped against.
+    """
+    root = root or assets_dir()
+    entry = verify_files(root).get("sft", {}).get(name)
+    if entry is None:
+        return None
+    long, short = (root / pair_member(name, role, (entry.get(role) or {}).get("path")) for role in ("long", "short"))
+    return long, short
+
+
+def shipped_pair_names(root: Path | None = None) -> list[str]:
+    """The names of the pairs shipped in the assets (for help texts and errors)."""
+    try:
+        return list(verify_files(root).get("sft", {}))
+    except (FileNotFoundError, ChecksumError):
+        return []
+
+
 def shipped_base(adapter_dir: str | Path) -> Path | None:
     """The verified dir a shipped adapter loads on, or None for any other model or adapter.
 

@@ -21,7 +21,7 @@ def run_notebook(name: str) -> str:
 
 def test_quickstart_notebook_runs():
     outputs = run_notebook("quickstart.ipynb")
-    assert "answer:" in outputs and "longshort-prompt" in outputs
+    assert "answer:" in outputs and "longshort-prompt" in outputs and "longshort-rl" in outputs
 
 
 def test_embedding_notebook_runs():

@@ -57,9 +57,14 @@ def print_episode(episode, out: Console) -> None:
 def solve(
     question: str = typer.Argument(..., help="The problem to solve."),
     long_model: str = typer.Option(
-        None, "--long-model", help="Path or hub id (hf/vllm) or served model name (openai)."
+        None,
+        "--long-model",
+        help="A shipped pair's name (longshort-sft, longshort-rl: both agents), a path or hub id (hf/vllm), "
+        "or a served model name (openai). Default: the shipped testbed reasoner and base.",
     ),
-    short_model: str = typer.Option(None, "--short-model", help="Defaults to the long model."),
+    short_model: str = typer.Option(
+        None, "--short-model", help="Defaults to the long model (or the shipped pair's short agent)."
+    ),
     backend: BackendName = typer.Option(BackendName.hf, "--backend", help="Generation backend."),
     base_url: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
     api_key: str = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY", help="For --backend openai."),
@@ -169,10 +174,12 @@ def demo(
         "replaces a shipped pair of the same NAME.",
     ),
     no_shipped_pairs: bool = typer.Option(
-        False, "--no-shipped-pairs", help="Skip the SFT pairs shipped in the assets folder (e.g. longshort-sft)."
+        False,
+        "--no-shipped-pairs",
+        help="Skip the trained pairs shipped in the assets folder (longshort-sft, longshort-rl).",
     ),
 ) -> None:
-    """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle, shipped SFT pairs."""
+    """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle, trained pairs."""
     from longshort.errors import ChecksumError
     from longshort.testbed.demo import print_table, run_demo
 

@@ -26,6 +26,7 @@ from longshort.shipped import (
     CheckpointName,
     assets_dir,
     checkpoint,
+    pair_member,
     sha256_file,
     shipped_base,
     verify_files,
@@ -133,7 +134,7 @@ def shipped_pairs(root: Path | None = None) -> dict[str, tuple[Path, Path]]:
         dirs = []
         for role in ("long", "short"):
             agent: ShippedAgent = getattr(pair, role)
-            rel = agent.path or f"{SFT_DIR}/{name}/{role}"
+            rel = pair_member(name, role, agent.path)
             for file in ("adapter_config.json", "adapter_model.safetensors"):
                 if f"{rel}/{file}" not in manifest.files:
                     raise FileNotFoundError(f"shipped pair {name!r}: the manifest lists no {rel}/{file}")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longshort.shipped import DEFAULT_SFT_PAIR
+from longshort.shipped import DEFAULT_SFT_PAIR, pair_member
 from longshort.testbed.checkpoints import (
     ROLE_BASE,
     SFT_DIR,
@@ -329,7 +329,7 @@ def ship_rl(
         agents: dict[str, ShippedAgent] = {}
         for role in ("long", "short"):
             sft = before.sft[on].long if role == "long" else before.sft[on].short
-            own = sft.path or f"{SFT_DIR}/{on}/{role}"
+            own = pair_member(on, role, sft.path)
             if not trained[role]:
                 agents[role] = sft.model_copy(update={"path": own, "info": {"same_as": on, **sft.info}})
                 continue
