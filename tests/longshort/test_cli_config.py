@@ -203,3 +203,13 @@ def test_the_cli_starts_without_trl_and_builds_train_sft_on_demand():
         "assert 'trl' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_eval_help_lists_testbed_and_writes_outside_results():
+    """`eval --help` names every benchmark, testbed too; its default output is not the tracked results/."""
+    from longshort.evals.eval_config import EvalConfig
+
+    text = " ".join(runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "testbed" in text and "math500" in text
+    out = EvalConfig.__dataclass_fields__["out"].default
+    assert out.parts[0] == "runs" and "results" not in out.parts
