@@ -19,16 +19,28 @@ a finish reason, never token ids or logprobs. Three choices make them agree with
   the result will have (reasoning rebuilt, cut after the first stop string; nothing past it is
   sent, although the server may still generate it). Requests without a hook are not streamed.
 * **Errors are results.** Connection refused, timeouts and HTTP errors come back as that request's
-  ``finish_reason="error"`` result naming the server, never as an exception; the client's
-  ``timeout`` and ``max_retries`` bound how long an unreachable server can take.
+  ``finish_reason="error"`` result naming the server, never as an exception.
+* **A deadline per request.** The client's ``timeout`` is per attempt and it retries, sleeping in
+  between, so a server that accepts connections and never answers used to take a little more than
+  ``timeout × attempts`` (184 s with the defaults), with nothing saying so. ``deadline`` bounds the
+  wait for the server's answer over all attempts: the whole call for a request that is not
+  streamed, the first chunk for a streamed one (after that each chunk gets ``timeout``, so a long
+  generation is never cut). Past it the request is a ``DeadlineExceeded`` error result naming the
+  deadline and the server. :func:`openai_backend` sets it to ``timeout × (max_retries + 1)``: every
+  attempt keeps its full ``timeout``, and that is the worst case, exactly, for any settings.
+  The async path cancels the request; the sync one stops waiting for it (its thread ends when the
+  client's own timeouts end it, and whatever it receives after the deadline is dropped).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import math
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +146,46 @@ class _StreamedText:
         self.stream.send(piece)
 
 
+class DeadlineExceeded(TimeoutError):
+    """The server did not answer a request within its deadline (every attempt counted)."""
+
+
+class _Answer:
+    """Whether a request's worker thread got an answer before the caller gave up waiting.
+
+    The sync path waits on a worker thread that it cannot cancel. Once the caller has returned its
+    deadline error, the worker must not reach the request's ``on_token`` hook any more, so the
+    first chunk is taken only through ``arrived``, which refuses it after the caller gave up.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._state = "waiting"  # -> "answered" | "done" (the worker) or "abandoned" (the caller)
+
+    def _set(self, state: str) -> bool:
+        with self._cv:
+            if self._state == "abandoned":
+                return False
+            self._state = state
+            self._cv.notify_all()
+            return True
+
+    def arrived(self) -> bool:
+        """The first chunk came; False when the caller already gave up (then drop it)."""
+        return self._set("answered")
+
+    def done(self) -> None:
+        self._set("done")
+
+    def wait(self, timeout: float) -> bool:
+        """True once the worker has an answer or is done; False (and abandoned) after ``timeout``."""
+        with self._cv:
+            if self._cv.wait_for(lambda: self._state != "waiting", timeout):
+                return True
+            self._state = "abandoned"
+            return False
+
+
 def _base_url(chat_model: Any) -> str | None:
     for attr in _URL_ATTRS:
         value = getattr(chat_model, attr, None)
@@ -155,6 +207,10 @@ class ChatModelBackend(Backend):
     text was cut client-side or the server gave no usage, else 0. With ``server_stops=True`` the
     server stops at the tag; ``transformers serve`` keeps it and vLLM names it in ``stop_reason``
     (restored here), but a server that strips it silently (OpenAI) makes such a turn look "eos".
+
+    ``deadline`` (seconds, None or ``math.inf`` for none) bounds how long one request waits for the
+    server to answer, retries included (the module docstring says how); the time a request waits
+    for a ``max_concurrency`` slot does not count.
     """
 
     def __init__(
@@ -166,9 +222,14 @@ class ChatModelBackend(Backend):
         max_concurrency: int = 16,
         server_stops: bool = False,
         rebuild_reasoning: bool = True,
+        deadline: float | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if deadline is not None and not deadline > 0:
+            raise ValueError(f"deadline must be > 0 seconds (or None for none), got {deadline}")
+        #: the most one request waits for an answer, every attempt counted (None: the client's own bounds)
+        self.deadline = None if deadline is None or math.isinf(deadline) else float(deadline)
         self.chat_model = chat_model
         self.model_id = model_id or str(
             getattr(chat_model, "model_name", None) or getattr(chat_model, "model", None) or type(chat_model).__name__
@@ -262,10 +323,35 @@ class ChatModelBackend(Backend):
             num_tokens = 0
         return GenerationResult(text=kept, num_tokens=num_tokens, finish_reason=finish)
 
+    def _deadline_exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"no answer within the {self.deadline:g} s deadline for the whole request "
+            "(every attempt and the waits between them counted)"
+        )
+
     def _one(self, request: GenerationRequest) -> GenerationResult:
+        """One request; with a deadline it runs in a worker thread that the caller stops waiting for."""
         bad = self._check(request)
         if bad is not None:
             return bad
+        if self.deadline is None:
+            return self._one_now(request, None)
+        answer = _Answer()
+        box: list[GenerationResult] = []
+        context = contextvars.copy_context()  # the caller's run config and tracing switches
+
+        def work() -> None:
+            box.append(context.run(self._one_now, request, answer))
+            answer.done()
+
+        worker = threading.Thread(target=work, name="chat-request", daemon=True)
+        worker.start()
+        if not answer.wait(self.deadline):
+            return self._error(self._deadline_exceeded())
+        worker.join()  # done, or streaming a reply whose first chunk came in time
+        return box[0]
+
+    def _one_now(self, request: GenerationRequest, answer: _Answer | None) -> GenerationResult:
         stream = TokenStream.of(request)
         try:
             if stream is None:
@@ -273,9 +359,17 @@ class ChatModelBackend(Backend):
             else:
                 text = _StreamedText(stream, request.stop, self.rebuild_reasoning)
                 message = None
-                for chunk in self.chat_model.stream(request.messages, **self._stream_kwargs(request)):
-                    text.feed(chunk)
-                    message = chunk if message is None else message + chunk
+                chunks = self.chat_model.stream(request.messages, **self._stream_kwargs(request))
+                try:
+                    for chunk in chunks:
+                        if message is None and answer is not None and not answer.arrived():
+                            return self._error(self._deadline_exceeded())  # the caller has gone: no late pieces
+                        text.feed(chunk)
+                        message = chunk if message is None else message + chunk
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()
                 if message is None:
                     raise RuntimeError("the stream ended without a chunk")
             return self._streamed(stream, self._finish(request, message))
@@ -290,20 +384,56 @@ class ChatModelBackend(Backend):
         try:
             async with gate:
                 if stream is None:
-                    message = await self.chat_model.ainvoke(request.messages, **self._invoke_kwargs(request))
+                    message = await self._within_deadline(
+                        self.chat_model.ainvoke(request.messages, **self._invoke_kwargs(request))
+                    )
                 else:
-                    text = _StreamedText(stream, request.stop, self.rebuild_reasoning)
-                    message = None
-                    async for chunk in self.chat_model.astream(request.messages, **self._stream_kwargs(request)):
-                        text.feed(chunk)
-                        message = chunk if message is None else message + chunk
-                    if message is None:
-                        raise RuntimeError("the stream ended without a chunk")
+                    message = await self._astream(request, stream)
             return self._streamed(stream, self._finish(request, message))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return self._error(exc)
+
+    async def _within_deadline(self, awaitable: Any) -> Any:
+        """``await awaitable``, cancelled with ``DeadlineExceeded`` once ``deadline`` has passed.
+
+        A task and ``asyncio.wait`` rather than ``wait_for``: the client's own timeout errors stay
+        themselves, and only the deadline is reported as the deadline.
+        """
+        if self.deadline is None:
+            return await awaitable
+        task = asyncio.ensure_future(awaitable)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.deadline)
+        finally:
+            if not task.done():  # the deadline passed, or our caller was cancelled: stop the request
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if not done:
+            raise self._deadline_exceeded()
+        return task.result()
+
+    async def _astream(self, request: GenerationRequest, stream: TokenStream) -> BaseMessage:
+        """A streamed reply; the deadline bounds the wait for its first chunk, not its length."""
+        text = _StreamedText(stream, request.stop, self.rebuild_reasoning)
+        chunks: AsyncIterator[BaseMessage] = aiter(
+            self.chat_model.astream(request.messages, **self._stream_kwargs(request))
+        )
+        try:
+            try:
+                message = await self._within_deadline(chunks.__anext__())
+            except StopAsyncIteration:
+                raise RuntimeError("the stream ended without a chunk") from None
+            text.feed(message)
+            async for chunk in chunks:
+                text.feed(chunk)
+                message = message + chunk
+            return message
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     @staticmethod
     def _streamed(stream: TokenStream | None, result: GenerationResult) -> GenerationResult:
@@ -391,12 +521,17 @@ def openai_backend(
     max_concurrency: int = 16,
     server_stops: bool = False,
     extra_body: dict[str, Any] | None = None,
+    deadline: float | None = None,
 ) -> ChatModelBackend:
     """A :class:`ChatModelBackend` on an OpenAI-compatible server (``vllm serve``, ``transformers serve``).
 
     ``base_url`` ends in ``/v1``. ``model`` must be the served name (for ``transformers serve``
     the exact path it was started with). ``timeout`` is per attempt and there are
-    ``max_retries + 1`` attempts, which bounds an unreachable server. ``extra_body`` is merged
+    ``max_retries + 1`` attempts; ``deadline`` (default ``timeout × (max_retries + 1)``, 180 s with
+    the defaults; ``math.inf`` for none) bounds them all together, backoff sleeps included, so a
+    server that accepts connections and never answers fails in exactly that long, with an error
+    result naming the deadline and ``base_url`` (a streamed request: until its first chunk, see
+    the module docstring). ``extra_body`` is merged
     into every request body (e.g. ``{"generation_config": '{"do_sample": true}'}`` to make
     ``transformers serve`` sample a model whose generation config is greedy).
     """
@@ -433,4 +568,5 @@ def openai_backend(
         tokenizer=tokenizer,
         max_concurrency=max_concurrency,
         server_stops=server_stops,
+        deadline=timeout * (max_retries + 1) if deadline is None else deadline,
     )

@@ -35,7 +35,8 @@ def load_trained(path: str | Path, *, dtype=None, merge: bool = True, device: st
     An adapter shipped in the testbed assets names its base by the marker ``reasoner`` / ``base``
     (loaded on the verified checkpoint of the same assets folder) or ``sft/<pair>/<role>`` (another
     shipped adapter, merged first: an RL round stacked on the cold-start adapter). The model is returned in
-    eval mode on ``device`` (when given): it is loaded for inference.
+    eval mode on ``device`` (when given): it is loaded for inference. A testbed checkpoint folder
+    (the model itself, or an adapter's base given by path) is verified first (``verify_local``).
     """
     from transformers import AutoModelForCausalLM
 
@@ -43,12 +44,14 @@ def load_trained(path: str | Path, *, dtype=None, merge: bool = True, device: st
 
     path = Path(path)
     if not is_adapter(path):
+        verify_local(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
     else:
-        base_dir = shipped_base(path)
+        base_dir = shipped_base(path)  # a shipped base is verified with its whole assets folder
         if base_dir is None:
             from peft import AutoPeftModelForCausalLM
 
+            verify_local(_adapter_base(path))
             model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype or "auto")
         else:
             from peft import PeftModel
@@ -63,6 +66,33 @@ def load_trained(path: str | Path, *, dtype=None, merge: bool = True, device: st
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def verify_local(model: str | os.PathLike[str] | None) -> None:
+    """Check a local testbed checkpoint's files before loading it (``ChecksumError`` naming a bad one).
+
+    The shipped defaults are verified against the package manifest where they are looked up, but a
+    folder passed by path (a copy of a shipped checkpoint, a training run's output) reaches
+    ``from_pretrained`` directly, which loads flipped bytes without complaint. Hub ids and folders
+    that are not testbed checkpoints pass unchecked (``longshort.shipped.verify_checkpoint_dir``).
+    """
+    from longshort.shipped import verify_checkpoint_dir
+
+    if model is not None and Path(model).is_dir():
+        verify_checkpoint_dir(model)
+
+
+def _adapter_base(adapter_dir: Path) -> str | None:
+    """The ``base_model_name_or_path`` an ordinary (not shipped) adapter loads on, or None."""
+    import json
+
+    try:
+        base = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+    except (OSError, ValueError, AttributeError):  # peft reports a broken config itself, in its own words
+        return None
+    return base if isinstance(base, str) and base else None
 
 
 def tokenizer_path(path: str | Path) -> Path:
@@ -83,6 +113,7 @@ def load_backend(
     device: str | None = None,
     timeout: float = 60.0,
     max_retries: int = 2,
+    deadline: float | None = None,
     **local_options: Any,
 ) -> Backend:
     """One backend: ``hf`` (local path, adapter or hub id), ``hf-process`` (the same in a child
@@ -91,12 +122,16 @@ def load_backend(
     ``local_options`` go to ``TransformersBackend`` (``max_batch_size``, ``prefix_cache_tokens``, …)
     for the local kinds; the remote kinds take none. ``hf-process`` pays off when the two agents
     are two models on one GPU: each decode loop gets its own interpreter instead of taking turns
-    on one lock (``agents/process.py``).
+    on one lock (``agents/process.py``). ``timeout`` (per attempt), ``max_retries`` and
+    ``deadline`` (all attempts of one request; default ``timeout × (max_retries + 1)``) are the
+    ``openai`` kind's (``agents.chat.openai_backend``).
     """
     if kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
     if local_options and kind not in LOCAL_HF:
         raise ValueError(f"backend {kind!r} takes no local model options (got {', '.join(sorted(local_options))})")
+    if kind != "openai":  # a local folder: a testbed checkpoint is checked before it is loaded
+        verify_local(model)
     if kind == "hf":
         from longshort.agents.hf import TransformersBackend
 
@@ -116,7 +151,9 @@ def load_backend(
             raise ValueError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         from longshort.agents.chat import openai_backend
 
-        return openai_backend(base_url, str(model), api_key=api_key, timeout=timeout, max_retries=max_retries)
+        return openai_backend(
+            base_url, str(model), api_key=api_key, timeout=timeout, max_retries=max_retries, deadline=deadline
+        )
     from longshort.agents.vllm import VLLMBackend
 
     return VLLMBackend(str(model))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import random
@@ -134,11 +135,69 @@ def _first(row: dict[str, Any], columns: Sequence[str]) -> Any:
     return None
 
 
+#: Every id column of the registry: what names a row in a message before its benchmark's spec applies.
+_ID_COLUMNS = tuple(dict.fromkeys(c for spec in BENCHMARKS.values() for c in spec.id_columns))
+
+
+def _bad_text(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (a row, or a cell of it) a string cannot be UTF-8, and why; None if nowhere.
+
+    JSON's ``"\\ud800"`` decodes to a lone surrogate: Arrow then rejects the whole file with a
+    ``DatasetGenerationError`` whose cause is only logged, so the row is checked here first.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (
+                f"{where or 'a value'} is not valid Unicode text: character {e.start} is "
+                f"U+{ord(value[e.start]):04X}, a lone surrogate (e.g. a \\ud800 escape without its pair)"
+            )
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        problem = _bad_text(key, "a column name") or _bad_text(item, f"{where}[{key!r}]" if where else repr(key))
+        if problem:
+            return problem
+    return None
+
+
 def _check_jsonl(path: Path) -> None:
-    """Every non-blank line is a JSON object (named by line number if not)."""
+    """Every non-blank line is a JSON object of valid text (named by line, row and id if not); one at least."""
+    rows = 0
     for number, row in json_lines(path, BenchmarkError):
         if not isinstance(row, dict):
             raise BenchmarkError(f"{path}: line {number} is not a JSON object")
+        rows += 1
+        problem = _bad_text(row)
+        if problem:
+            row_id = next((row[c] for c in _ID_COLUMNS if isinstance(row.get(c), (str, int))), None)
+            named = f", id {_text(row_id)}" if row_id is not None and not _bad_text(row_id) else ""
+            raise BenchmarkError(f"{path}: line {number} (row {rows}{named}): {problem}")
+    if not rows:
+        raise BenchmarkError(f"{path}: no rows (the file is empty or blank); is this the right file?")
+
+
+def _check_csv(path: Path) -> None:
+    """The file is UTF-8 (the bad byte's line named if not) with a row below its header.
+
+    Checked before ``datasets`` reads it: there an empty file is an opaque ``DatasetGenerationError``.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise BenchmarkError(f"{path}: line {line} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    rows = [row for row in csv.reader(io.StringIO(text, newline="")) if any(cell.strip() for cell in row)]
+    if len(rows) < 2:
+        what = "only a header" if rows else "the file is empty"
+        raise BenchmarkError(f"{path}: no rows ({what}); is this the right file?")
 
 
 def _read_local(path: Path) -> tuple[list[dict[str, Any]], str]:
@@ -150,6 +209,7 @@ def _read_local(path: Path) -> tuple[list[dict[str, Any]], str]:
         _check_jsonl(path)
     elif suffix == ".csv":
         kind = "csv"
+        _check_csv(path)
     else:
         raise BenchmarkError(f"{path}: unsupported file type {suffix!r} (use .jsonl or .csv)")
     import datasets
@@ -164,7 +224,8 @@ def _read_local(path: Path) -> tuple[list[dict[str, Any]], str]:
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train", **options)
     except Exception as e:  # pyarrow/pandas type clashes, unreadable bytes, ...
-        raise BenchmarkError(f"{path}: could not read as {kind.upper()}: {type(e).__name__}: {e}") from e
+        cause = f" (cause: {type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+        raise BenchmarkError(f"{path}: could not read as {kind.upper()}: {type(e).__name__}: {e}{cause}") from e
     return [dict(row) for row in ds], str(path)
 
 

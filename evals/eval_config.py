@@ -13,7 +13,7 @@ from typing import Literal
 from longshort.config import ConfigError, option
 from longshort.limits import MAX_TOKENS_PER_TURN, MAX_TOTAL_TOKENS, MAX_TURNS
 
-__all__ = ["DEFAULT_BASELINE", "SYSTEMS", "EvalConfig"]
+__all__ = ["DEFAULT_BASELINE", "SYSTEMS", "EvalConfig", "server_of"]
 
 SYSTEMS = ("longshort", "long-only", "short-only")
 DEFAULT_BASELINE = "long-only"
@@ -39,12 +39,18 @@ class EvalConfig:
     )
     short_model: str | None = option(None, help="the short model (default for hf backends: the shipped testbed base)")
     out: Path = option(
-        Path("runs/eval"), help="items.jsonl, run.json, config.yaml, results.{json,md,png} go here (not results/)"
+        Path("runs/eval"),
+        help="items.jsonl, run.json, config.yaml, results.{json,md,png} go here (not results/); re-running with "
+        "the same --out resumes: finished items are kept, items that ended in backend_error are retried",
     )
     backend: Literal["hf", "hf-process", "openai", "vllm"] = option("hf", help="generation backend")
     base_url: str | None = option(None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     api_key: str | None = option(None, help="API key for backend openai", envvar="OPENAI_API_KEY", secret=True)
-    timeout: float = option(60.0, help="per-request timeout for backend openai (s)")
+    timeout: float = option(
+        60.0,
+        help="per-attempt timeout for backend openai (s); a request gets 3 attempts and fails after 3 x this "
+        "in all (180 s by default) with an error naming the deadline and the server",
+    )
     device: str | None = option(None, help="for backend hf: cpu or cuda")
     data: Path | None = option(None, help="a local file for a single benchmark (else the Hub)")
     limit: int | None = option(None, help="the first N problems of each benchmark")
@@ -114,11 +120,15 @@ class EvalConfig:
             raise ConfigError(f"timeout must be > 0, got {self.timeout}", key="timeout")
 
     def fingerprint(self, hashes: dict[str, str]) -> dict:
-        """What must match for two runs to share an ``items.jsonl`` (systems and limit may differ)."""
+        """What must match for two runs to share an ``items.jsonl`` (systems and limit may differ).
+
+        The server is part of it: two servers behind the same model names may serve different weights.
+        """
         return {
             "long_model": self.long_model,
             "short_model": self.short_model,
             "backend": self.backend,
+            "base_url": server_of(self.backend, self.base_url),
             "k": self.k,
             "temperature": self.temperature,
             "max_turns": self.max_turns,
@@ -126,3 +136,11 @@ class EvalConfig:
             "max_total_tokens": self.max_total_tokens,
             "benchmarks": hashes,
         }
+
+
+def server_of(backend: str, base_url: str | None) -> str | None:
+    """The server a run's items come from: the openai backend's URL without a trailing ``/``.
+
+    ``None`` for the local backends, which ignore ``--base-url``: changing it there changes nothing.
+    """
+    return base_url.rstrip("/") if backend == "openai" and base_url else None

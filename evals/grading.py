@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -52,13 +53,24 @@ class Verdict(BaseModel):
     reason: Reason
 
 
-def _plain_int(text: str) -> int | None:
-    """``text`` as an integer if it is one, possibly inside ``$…$`` or ``\\boxed{…}``."""
+def _plain_int(text: str) -> str | None:
+    """``text`` as a canonical integer (sign, no leading zeros) if it is one, inside ``$…$`` or ``\\boxed{…}``.
+
+    Kept as a digit string, never ``int()``: Python refuses to convert more than 4,300 digits, and a
+    model may well box a 5,000-digit number; grading must give it a verdict, not raise.
+    """
     text = text.strip()
     match = _WRAPPED.match(text)
     if match:
         text = (match.group(1) if match.group(1) is not None else match.group(2)).strip()
-    return int(text) if _INT.fullmatch(text) else None
+    if not _INT.fullmatch(text):
+        return None
+    sign = "-" if text[0] == "-" else ""
+    digits = text.lstrip("+-")
+    if not digits.isascii():  # other scripts' digits ("٤٢"), which int() would read too
+        digits = "".join(str(unicodedata.decimal(c)) for c in digits)
+    digits = digits.lstrip("0")
+    return sign + digits if digits else "0"
 
 
 def _as_latex(text: str, *, boxed: bool) -> str:
@@ -241,7 +253,7 @@ def grade_answer(predicted: str | None, gold: str, *, timeout_s: float = 5.0) ->
         return Verdict(correct=False, extracted=None, reason="unparsable_gold")
     p, g = _plain_int(predicted), _plain_int(gold)
     if p is not None and g is not None:
-        return Verdict(correct=p == g, extracted=str(p), reason="correct" if p == g else "wrong")
+        return Verdict(correct=p == g, extracted=p, reason="correct" if p == g else "wrong")
     reply = _get_pool().ask({"pred": predicted, "gold": gold}, timeout_s)
     if reply is None:
         return Verdict(correct=False, extracted=None, reason="timeout")

@@ -3,10 +3,12 @@
 Long runs get killed (preemption, OOM, a closed laptop), so every finished (benchmark, system,
 problem, sample) is appended to ``OUT/items.jsonl`` and flushed at once; a re-run of the same
 command (or ``longshort eval --config OUT/config.yaml``) reads that file and only generates what is
-missing. ``OUT/run.json`` holds the fingerprint (models, k, temperature, token caps, benchmark
-hashes) and the full config: results of two configs never mix in one directory. The summary files
-(``results.json``/``.md``/``.png``) are rewritten at the end of each run from everything in
-``items.jsonl`` that the current selection covers.
+missing, plus the items whose episode ended in ``backend_error`` (a server's HTTP 500, a question
+longer than the model's context): those are retried, and the retry's record, appended later,
+replaces the failed one. ``OUT/run.json`` holds the fingerprint (models, backend and server, k,
+temperature, token caps, benchmark hashes) and the full config: results of two configs (or of two
+servers) never mix in one directory. The summary files (``results.json``/``.md``/``.png``) are
+rewritten at the end of each run from everything in ``items.jsonl`` that the current selection covers.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from longshort._jsonl import finished_records
 from longshort.config import config_dict, save_config
 from longshort.evals import systems
 from longshort.evals.benchmarks import BenchmarkItem, benchmark_hash, load_benchmark
-from longshort.evals.eval_config import DEFAULT_BASELINE, EvalConfig
+from longshort.evals.eval_config import DEFAULT_BASELINE, EvalConfig, server_of
 from longshort.evals.grade_file import grade_extracted
 from longshort.evals.report import well_formed
 from longshort.provenance import run_metadata, write_json_atomic
@@ -65,11 +67,34 @@ def read_items(path: Path) -> dict[Key, dict[str, Any]]:
     return finished_records(path, lambda r: (r["benchmark"], r["system"], r["id"], int(r["sample"])), EvalError)
 
 
+def drop_backend_errors(done: dict[Key, dict[str, Any]]) -> list[Key]:
+    """Remove (and return the keys of) the records whose episode ended in ``backend_error``.
+
+    A backend error says nothing about the system (a server's transient HTTP 500, a dead worker),
+    so a resume must run the item again rather than keep it as wrong; the retry's record is
+    appended and, being later, replaces the failed one when the file is read back.
+    """
+    failed = [k for k, r in done.items() if r.get("status") == "backend_error"]
+    for k in failed:
+        del done[k]
+    return failed
+
+
+def recorded_fingerprint(run: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint in a ``run.json``; one written before the server was part of it takes the
+    server from the config saved beside it, so such a directory still resumes on the same server."""
+    old = dict(run["fingerprint"])
+    if "base_url" not in old:
+        saved = run.get("config") or {}
+        old["base_url"] = server_of(old.get("backend", saved.get("backend", "")), saved.get("base_url"))
+    return old
+
+
 def check_run_json(out: Path, fingerprint: dict[str, Any], config: dict[str, Any] | None = None) -> None:
     """Refuse to mix configs in one directory; record ours (benchmark hashes accumulate) and the full config."""
     path = out / "run.json"
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+        old = recorded_fingerprint(json.loads(path.read_text(encoding="utf-8")))
         diff = [k for k in fingerprint if k != "benchmarks" and old.get(k) != fingerprint[k]]
         diff += [
             f"benchmark {name} (data changed)"
@@ -265,6 +290,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
     save_config(cfg, out / "config.yaml")  # `longshort eval --config OUT/config.yaml` re-runs (resumes) this
     items_path = out / "items.jsonl"
     done = read_items(items_path)
+    keys = [(b, s, i.id, j) for b, items in selected.items() for s in cfg.systems for i in items for j in range(cfg.k)]
+    retried = set(drop_backend_errors(done)) & set(keys)
 
     todo: list[tuple[str, list[BenchmarkItem]]] = []  # (benchmark, batch of problems with any work left)
     for bench, items in selected.items():
@@ -277,7 +304,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
                 needed |= {"long", "short"} if s == "longshort" else {"long" if s == "long-only" else "short"}
     total = sum(len(b) for _, b in todo)
     if total:
-        say(f"{total} problem(s) to run, {len(done)} record(s) already in {items_path}")
+        retry = f" ({len(retried)} backend_error record(s) retried)" if retried else ""
+        say(f"{total} problem(s) to run{retry}, {len(done)} record(s) already in {items_path}")
         long, short, backends = _load_agents(cfg, needed)
         from tqdm.auto import tqdm
 
@@ -321,13 +349,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
             for backend in backends:
                 backend.close()
 
-    wanted = [
-        done[(bench, s, i.id, j)]
-        for bench, items in selected.items()
-        for s in cfg.systems
-        for i in items
-        for j in range(cfg.k)
-    ]
+    wanted = [done[k] for k in keys]
+    failed = sum(r["status"] == "backend_error" for r in wanted)
+    if failed:
+        say(f"{failed} item(s) ended in backend_error (see their 'error' in {items_path}); re-run to retry them")
     rows = summarize_rows(wanted, cfg, {b: len(v) for b, v in selected.items()})
     fingerprint = cfg.fingerprint(hashes)
     result = {

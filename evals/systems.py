@@ -88,7 +88,11 @@ async def run_solo(
     max_new_tokens: int = MAX_TOTAL_TOKENS,
     seed: int | None = None,
 ) -> list[Episode]:
-    """All questions in one batched call (the backend batches them)."""
+    """All questions in one batched call (the backend batches them).
+
+    Backends return a request they refuse (a prompt longer than the context, an HTTP error) as an
+    error result, so each such item is its own ``backend_error`` episode and the batch survives.
+    """
     requests = [solo_request(agent, q, max_new_tokens=max_new_tokens, seed=seed) for q in questions]
     results = await agent.backend.agenerate(requests)
     refs = references or [None] * len(questions)
@@ -96,6 +100,20 @@ async def run_solo(
         solo_episode(agent, q, r, reference=ref, prompt_tokens=len(req.prompt_ids or []))
         for q, r, ref, req in zip(questions, results, refs, requests, strict=True)
     ]
+
+
+def failed_episode(question: object, error: Exception, *, reference: str | None = None) -> Episode:
+    """The record of an item that could not run at all (a question the graph rejects, one longer
+    than the model's context): ``backend_error`` with the error text, as long-only records a
+    request its backend refuses, so one bad item never takes its batch down and a resume retries it.
+    """
+    return Episode(
+        id=uuid.uuid4().hex,
+        question=question if isinstance(question, str) else repr(question),
+        reference=reference,
+        status="backend_error",
+        error=f"{type(error).__name__}: {error}",
+    )
 
 
 async def run_longshort(
@@ -108,9 +126,16 @@ async def run_longshort(
     max_tokens_per_turn: int = MAX_TOKENS_PER_TURN,
     max_total_tokens: int = MAX_TOTAL_TOKENS,
 ) -> list[Episode]:
+    """Every question through the graph, concurrently; an input it rejects is recorded, not raised."""
     graph = build_reasoner(
         long, short, max_turns=max_turns, max_tokens_per_turn=max_tokens_per_turn, max_total_tokens=max_total_tokens
     )
     refs = references or [None] * len(questions)
-    outs = await graph.abatch([{"question": q, "reference": ref} for q, ref in zip(questions, refs, strict=True)])
-    return [episode_from_state(o) for o in outs]
+    inputs = [{"question": q, "reference": ref} for q, ref in zip(questions, refs, strict=True)]
+    # One input the graph rejects (an empty question, one longer than the context) must not raise
+    # for the batch: with return_exceptions its exception comes back in its place, recorded below.
+    outs = await graph.abatch(inputs, return_exceptions=True)
+    return [
+        failed_episode(q, out, reference=ref) if isinstance(out, Exception) else episode_from_state(out)
+        for q, ref, out in zip(questions, refs, outs, strict=True)
+    ]

@@ -142,6 +142,13 @@ def build_reasoner(
 
     Input ``{"question": …}`` (optionally ``reference``, ``choices``, ``id``); output the
     ``Episode`` fields. Use ``episode_from_state(output)`` for the typed ``Episode``.
+
+    An input the graph cannot start on (a question that is not a string, is blank, or is longer
+    than the long model's context; bad ``choices``) raises ``TypeError``/``ValueError`` naming it.
+    In a batch LangGraph's semantics apply: ``graph.abatch(inputs)`` raises for all inputs if one
+    is bad, losing the others' episodes; ``graph.abatch(inputs, return_exceptions=True)`` returns
+    that input's exception in its place and every other output as usual (what
+    ``longshort.evals.systems.run_longshort`` does, recording it as a ``backend_error`` episode).
     """
     if long.role != "long" or short.role != "short":
         raise ValueError(f"build_reasoner(long, short) got roles ({long.role!r}, {short.role!r})")

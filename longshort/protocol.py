@@ -68,7 +68,10 @@ class ParsedTurn(BaseModel):
 
 
 _BOXED = re.compile(r"\\boxed\s*\{")
-_LETTER = re.compile(r"(?:answer\s*(?:is|:)?\s*)\(?\b([A-J])\b\)?", re.IGNORECASE)
+_BRACE = re.compile(r"[{}]")
+#: "answer", then optionally "is" or ":", then the letter. The spaces after "is"/":" sit inside the
+#: optional group: two adjacent ``\s*`` made rejecting a long run of spaces after "answer" quadratic.
+_LETTER = re.compile(r"answer\s*(?:(?:is|:)\s*)?\(?\b([A-J])\b\)?", re.IGNORECASE)
 
 
 def clean_text(text: str) -> str:
@@ -77,19 +80,30 @@ def clean_text(text: str) -> str:
 
 
 def extract_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{…}`` with balanced braces, or None."""
-    result = None
-    for match in _BOXED.finditer(text):
-        depth, start = 1, match.end()
-        for i in range(start, len(text)):
-            if text[i] == "{":
-                depth += 1
-            elif text[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    result = text[start:i].strip()
+    """The content of the last ``\\boxed{…}`` with balanced braces, or None.
+
+    One pass over the braces with a stack, so the work is linear in ``text``: scanning ahead from
+    every ``\\boxed{`` instead made a long response full of unclosed ones quadratic (a 1 MB final
+    turn did not finish in minutes). A brace pops the innermost open one; the box whose own
+    brace is popped is closed there, and of the closed boxes the one opened last wins.
+    """
+    openers = [match.end() - 1 for match in _BOXED.finditer(text)]
+    if not openers:
+        return None
+    boxes, last = set(openers), openers[-1]
+    stack: list[int] = []
+    best: tuple[int, int] | None = None  # (opening brace, closing brace) of the last-opened closed box
+    for brace in _BRACE.finditer(text, openers[0]):  # braces before the first box cannot close one
+        i = brace.start()
+        if text[i] == "{":
+            stack.append(i)
+        elif stack:
+            start = stack.pop()
+            if start in boxes and (best is None or start > best[0]):
+                best = (start, i)
+                if start == last:  # no box opens later: this one is the answer
                     break
-    return result
+    return None if best is None else text[best[0] + 1 : best[1]].strip()
 
 
 def extract_answer(text: str, *, choices: str | None = None) -> str | None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from longshort.errors import ChecksumError
 from longshort.protocol import Role
@@ -28,6 +29,10 @@ MODELS: tuple[CheckpointName, ...] = ("reasoner", "base")
 ROLE_BASE: dict[Role, CheckpointName] = {"long": "reasoner", "short": "base"}
 SFT_DIR = "sft"
 MANIFEST = "manifest.json"
+#: what ``longshort testbed train`` writes next to every testbed checkpoint (shipped ones included)
+TRAIN_INFO = "train_info.json"
+#: the key of ``train_info.json`` under which a training run records its files' sha256
+TRAIN_INFO_FILES = "files"
 
 
 def assets_dir() -> Path:
@@ -49,22 +54,103 @@ def verify_files(root: Path | None = None) -> dict:
     Raises ``FileNotFoundError`` (no manifest, a missing file) or ``ChecksumError`` naming the first bad file.
     """
     root = root or assets_dir()
+    manifest = read_manifest(root)
+    for rel, digest in manifest["files"].items():
+        _check_file(root / rel, digest, "the manifest", "reinstall longshort or restore the file from git")
+    return manifest
+
+
+def read_manifest(root: Path) -> dict:
+    """``root/manifest.json`` parsed, its ``files`` a mapping of path -> sha256 (nothing is hashed).
+
+    A manifest that does not parse is a corrupted shipped file like any other, so it is a
+    ``ChecksumError`` naming it, not a bare ``JSONDecodeError`` that says neither file nor fix.
+    """
     manifest_path = root / MANIFEST
     if not manifest_path.exists():
         raise FileNotFoundError(f"no testbed manifest at {manifest_path}: the package ships without checkpoints")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    for rel, digest in manifest.get("files", {}).items():
-        path = root / rel
-        if not path.exists():
-            raise FileNotFoundError(f"testbed checkpoint file missing: {path}")
-        actual = sha256_file(path)
-        if actual != digest:
-            raise ChecksumError(
-                f"testbed checkpoint file is corrupted: {path} (sha256 {actual[:12]}…, manifest says {digest[:12]}…); "
-                "reinstall longshort or restore the file from git",
-                path=str(path),
-            )
-    return manifest
+    fix = "reinstall longshort or restore it from git"
+    manifest = _json_file(manifest_path, "testbed manifest", fix)
+    files = manifest.get("files", {}) if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise ChecksumError(
+            f"testbed manifest is malformed: {manifest_path} (expected an object whose 'files' maps paths to "
+            f"sha256 strings); {fix}",
+            path=str(manifest_path),
+        )
+    return {**manifest, "files": files}
+
+
+def _json_file(path: Path, what: str, fix: str) -> Any:
+    """``path`` parsed as JSON; a file that does not parse is a corrupted shipped file (``ChecksumError``)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ChecksumError(f"{what} is corrupted: {path} is not valid JSON ({e}); {fix}", path=str(path)) from e
+
+
+def _check_file(path: Path, digest: str, source: str, fix: str) -> None:
+    """Raise unless ``path`` exists with sha256 ``digest`` (``source`` says who recorded it)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"testbed checkpoint file missing: {path}")
+    actual = sha256_file(path)
+    if actual != digest:
+        raise ChecksumError(
+            f"testbed checkpoint file is corrupted: {path} (sha256 {actual[:12]}…, {source} says {digest[:12]}…); "
+            f"{fix}",
+            path=str(path),
+        )
+
+
+def verify_checkpoint_dir(model_dir: str | os.PathLike[str]) -> None:
+    """Check a testbed checkpoint folder loaded by path, wherever it lives (a copy, a training run).
+
+    A folder is a testbed checkpoint when it carries the ``train_info.json`` that ``longshort
+    testbed train`` writes; any other folder (a hub model, an SFT adapter) is left alone. Its files
+    are checked against, in order: the sha256 the run recorded in ``train_info.json["files"]``
+    (runs since that was added, and assets built from them), else the package manifest's entry of
+    the shipped checkpoint whose ``train_info.json`` it carries byte for byte (a copy of the
+    shipped reasoner or base). A folder matching neither (an older run) has nothing to check
+    against and loads as before. Cost: one sha256 pass over the folder (milliseconds at testbed
+    sizes), the price of never running a silently corrupted model.
+    """
+    model_dir = Path(model_dir)
+    info_path = model_dir / TRAIN_INFO
+    if not info_path.is_file():
+        return
+    info = _read_train_info(info_path)
+    if info is None:
+        return
+    recorded = info.get(TRAIN_INFO_FILES)
+    if isinstance(recorded, dict) and recorded:
+        for name, digest in recorded.items():
+            _check_file(model_dir / name, str(digest), str(info_path), "retrain it or copy the folder again")
+        return
+    shipped = _shipped_entry(sha256_file(info_path))
+    for name, digest in shipped.items():
+        _check_file(model_dir / name, digest, "the package manifest", "copy the shipped checkpoint again")
+
+
+def _read_train_info(info_path: Path) -> dict[str, Any] | None:
+    """A testbed ``train_info.json`` parsed, or None when the file is someone else's (no testbed config)."""
+    info = _json_file(info_path, "testbed checkpoint file", "retrain it or copy the folder again")
+    config = info.get("config") if isinstance(info, dict) else None
+    if not isinstance(config, dict) or config.get("model") not in MODELS:
+        return None
+    return info
+
+
+def _shipped_entry(info_digest: str) -> dict[str, str]:
+    """The manifest's ``{file name: sha256}`` of the shipped checkpoint with this ``train_info.json``, or {}."""
+    try:
+        files = read_manifest(assets_dir())["files"]
+    except FileNotFoundError:  # a package without checkpoints: nothing to compare a copy with
+        return {}
+    for name in MODELS:
+        if files.get(f"{name}/{TRAIN_INFO}") == info_digest:
+            prefix = f"{name}/"
+            return {rel[len(prefix) :]: digest for rel, digest in files.items() if rel.startswith(prefix)}
+    return {}
 
 
 def checkpoint(name: CheckpointName, root: Path | None = None) -> Path:

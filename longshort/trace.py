@@ -11,8 +11,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, ValidationError, computed_field
 
+from longshort._jsonl import cut_torn_tail, json_lines
 from longshort.protocol import Role, TurnKind
 
 if TYPE_CHECKING:
@@ -93,8 +94,18 @@ def document_text(turns: Iterable[Turn]) -> str:
     return "".join(t.text for t in turns)
 
 
+class TraceFileError(ValueError):
+    """An episodes JSONL file is corrupt; the message names the file and the line."""
+
+
 def write_jsonl(episodes: Iterable[Episode], path: str | Path, *, append: bool = False) -> int:
-    """Write episodes one per line; flush each so an interrupted run loses nothing written."""
+    """Write episodes one per line; flush each so an interrupted run loses nothing written.
+
+    Appending first cuts a killed writer's torn last line (``cut_torn_tail``): glued onto it, the
+    next episode would make the file unreadable from there on.
+    """
+    if append:
+        cut_torn_tail(path)
     n = 0
     with open(path, "a" if append else "w", encoding="utf-8") as f:
         for ep in episodes:
@@ -105,18 +116,24 @@ def write_jsonl(episodes: Iterable[Episode], path: str | Path, *, append: bool =
 
 
 def read_jsonl(path: str | Path) -> Iterator[Episode]:
-    """Read episodes back; a truncated last line (a killed writer) is skipped, not fatal."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+    """Read episodes back; a torn last line (a killed writer) is skipped, not fatal.
+
+    Any other bad line raises ``TraceFileError`` naming the file and the line.
+    """
+    path = Path(path)
+    for number, row in json_lines(path, TraceFileError, skip_torn_tail=True):
         try:
-            yield Episode.model_validate_json(line)
-        except ValueError:
-            if i == len(lines) - 1:
-                return
-            raise
+            yield Episode.model_validate(row)
+        except ValidationError as e:
+            raise TraceFileError(f"{path}: line {number} is not an episode ({_first_error(e)})") from None
+
+
+def _first_error(e: ValidationError) -> str:
+    """The first field error of ``e`` in one line (the full report is one per field, many lines)."""
+    first = e.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    more = f" and {e.error_count() - 1} more" if e.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 def to_dataset(episodes: Iterable[Episode]) -> Dataset:

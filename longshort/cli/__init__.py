@@ -73,7 +73,12 @@ def solve(
     max_total_tokens: int = typer.Option(MAX_TOTAL_TOKENS, min=1, help="tokens per episode, every attempt"),
     temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy."),
     seed: int = typer.Option(None, help="Sampling seed (with temperature > 0)."),
-    timeout: float = typer.Option(60.0, min=0.1, help="Per-request timeout for --backend openai (s)."),
+    timeout: float = typer.Option(
+        60.0,
+        min=0.1,
+        help="Per-attempt timeout for --backend openai (s); a request gets 3 attempts and fails after "
+        "3 x this in all (180 s by default) with an error naming the deadline and the server.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the Episode as JSON on stdout."),
     stream: bool = typer.Option(
         None,

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from longshort.config import config_dict, save_config
+from longshort.shipped import TRAIN_INFO, TRAIN_INFO_FILES, sha256_file
 from longshort.testbed.tasks import generate_problems
 from longshort.testbed.train_config import ModelKind, TestbedTrainConfig
 
@@ -90,8 +91,6 @@ def _init_record(config: TestbedTrainConfig) -> dict | None:
     """Where a continued model came from: the file's hash and the earlier run's own record."""
     if not config.init:
         return None
-    from longshort.testbed.checkpoints import sha256_file
-
     path = _init_dir(config)
     earlier = path / "train_info.json"
     return {
@@ -99,6 +98,16 @@ def _init_record(config: TestbedTrainConfig) -> dict | None:
         "sha256": sha256_file(path / "model.safetensors"),
         "train_info": json.loads(earlier.read_text()) if earlier.exists() else None,
     }
+
+
+def _file_digests(out: Path) -> dict[str, str]:
+    """The sha256 of every file the run saved, so a copy of the folder can be verified wherever it is loaded.
+
+    ``longshort.shipped.verify_checkpoint_dir`` checks them on every load by path; the record and
+    ``config.yaml`` are left out (the record cannot hold its own hash, the config is not loaded).
+    """
+    skip = {TRAIN_INFO, "config.yaml"}
+    return {p.name: sha256_file(p) for p in sorted(out.iterdir()) if p.is_file() and p.name not in skip}
 
 
 def _load_init(config: TestbedTrainConfig):
@@ -191,7 +200,8 @@ def train(config: TestbedTrainConfig) -> Path:
         "longest_row": longest,
         "device": device,
         "init": init,
+        TRAIN_INFO_FILES: _file_digests(out),
     }
-    (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / TRAIN_INFO).write_text(json.dumps(info, indent=2) + "\n")
     save_config(config, out / "config.yaml")  # `testbed train --config OUT/<model>/config.yaml` repeats the run
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import sys
 import time
@@ -206,11 +207,105 @@ def silent_server() -> Iterator[str]:
 
 
 def test_hung_server_is_bounded_by_timeout_and_retries(silent_server):
-    backend = openai_backend(silent_server, "m", timeout=1, max_retries=1)
+    backend = openai_backend(silent_server, "m", timeout=1, max_retries=1, deadline=math.inf)  # the client alone
     start = time.monotonic()
     (result,) = backend.generate([req()])
     assert time.monotonic() - start < 8  # 2 attempts x 1 s + backoff
     assert result.finish_reason == "error" and "Timeout" in result.error and silent_server in result.error
+
+
+def _timed(call) -> tuple[list, float]:
+    start = time.monotonic()
+    results = call()
+    return results, time.monotonic() - start
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["plain", "streamed"])
+def test_hung_server_fails_at_the_deadline_with_an_error_naming_it(silent_server, streamed):
+    """6 attempts x 1 s (+ backoff) would take 8 s or more: the 1.5 s deadline ends every path sooner."""
+    backend = openai_backend(silent_server, "m", timeout=1, max_retries=5, deadline=1.5)
+    pieces: list[str] = []
+    request = req(on_token=pieces.append) if streamed else req()
+    for call in (lambda: backend.generate([request, request]), lambda: asyncio.run(backend.agenerate([request]))):
+        results, took = _timed(call)
+        assert 1.4 < took < 4, took
+        for result in results:
+            assert result.finish_reason == "error" and "DeadlineExceeded" in result.error
+            assert "1.5 s deadline" in result.error and silent_server in result.error
+    assert pieces == []
+
+
+def test_the_default_deadline_is_every_attempts_timeout(silent_server):
+    backend = openai_backend(silent_server, "m", timeout=0.4, max_retries=2)
+    assert backend.deadline == pytest.approx(1.2)
+    (result,), took = _timed(lambda: backend.generate([req()]))
+    assert took < 3 and "1.2 s deadline" in result.error and silent_server in result.error
+    assert openai_backend(silent_server, "m").deadline == 180.0  # 60 s x 3 attempts, said in --timeout's help
+    assert openai_backend(silent_server, "m", deadline=math.inf).deadline is None
+    with pytest.raises(ValueError, match="deadline must be > 0"):
+        ChatModelBackend(fake("x"), deadline=0)
+
+
+class SlowChat(BaseChatModel):
+    """Answers after ``first`` seconds, then streams ``chunks`` pieces ``every`` seconds apart."""
+
+    first: float = 0.0
+    every: float = 0.0
+    chunks: int = 4
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow"
+
+    def _pieces(self) -> list[str]:
+        return ["<answer> "] + ["x "] * (self.chunks - 2) + ["</answer>"]
+
+    def _generate(self, messages, stop=None, run_manager=None, **kw):
+        time.sleep(self.first + self.every * self.chunks)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(self._pieces())))])
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kw):
+        await asyncio.sleep(self.first + self.every * self.chunks)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="".join(self._pieces())))])
+
+    def _stream(self, messages, stop=None, run_manager=None, **kw):
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        time.sleep(self.first)
+        for piece in self._pieces():
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            time.sleep(self.every)
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kw):
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        await asyncio.sleep(self.first)
+        for piece in self._pieces():
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            await asyncio.sleep(self.every)
+
+
+def test_the_deadline_bounds_the_wait_for_an_answer_not_a_long_stream():
+    """A stream that starts in time may run past the deadline; a reply that starts late may not."""
+    streaming = ChatModelBackend(SlowChat(every=0.15, chunks=6), deadline=0.5)  # 0.9 s in all
+    pieces: list[str] = []
+    (sync,) = streaming.generate([req(on_token=pieces.append)])
+    (async_,) = asyncio.run(streaming.agenerate([req(on_token=pieces.append)]))
+    assert sync.text == async_.text == "<answer> x x x x </answer>" and sync.finish_reason == "stop"
+    assert "".join(pieces) == sync.text * 2
+
+    late = ChatModelBackend(SlowChat(first=0.8), deadline=0.3)
+    pieces.clear()
+    for request in (req(), req(on_token=pieces.append)):
+        (result,), took = _timed(lambda r=request: late.generate([r]))
+        (aresult,), atook = _timed(lambda r=request: asyncio.run(late.agenerate([r])))
+        assert took < 0.7 and atook < 0.7, (took, atook)
+        for r in (result, aresult):
+            assert r.finish_reason == "error" and "0.3 s deadline" in r.error
+    time.sleep(1.0)  # the abandoned sync worker gets its first chunk now: it must not reach the hook
+    assert pieces == []
 
 
 # ---------------------------------------------------------------- a real transformers serve
@@ -297,3 +392,15 @@ def test_serve_model_reports_a_server_that_dies(tmp_path):
         with serve_model(tmp_path / "no-model", startup_timeout=60):
             pass
     assert time.monotonic() - start < 30
+
+
+def test_the_deadline_is_said_where_timeout_is_described():
+    from typer.testing import CliRunner
+
+    from longshort.cli import app
+
+    for command in ("solve", "eval"):
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.replace("│", " ").split())
+        assert "3 attempts and fails after 3 x this in all (180 s by default)" in text, (command, text)

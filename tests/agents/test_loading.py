@@ -76,3 +76,54 @@ def test_the_shipped_rl_pair_solves_a_testbed_problem():
     problem = generate_problems("test", 1, seed=3)[0]
     episode = episode_from_state(build_reasoner(long, short).invoke({"question": problem.question}))
     assert episode.status == "answered" and episode.tokens.long > 0 and episode.tokens.short > 0
+
+
+# ---------------------------------------------------------------- testbed checkpoints passed by path
+
+
+@pytest.fixture
+def copied_base(tmp_path):
+    """A copy of the shipped base somewhere else, as `--long-model COPY/base` passes it."""
+    import shutil
+
+    if not (assets_dir() / "base" / "train_info.json").is_file():
+        pytest.skip("the package ships without checkpoints")
+    return shutil.copytree(assets_dir() / "base", tmp_path / "copy" / "base")
+
+
+def _flip_a_weight(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # inside the tensor data: safetensors still loads it, silently wrong
+    path.write_bytes(bytes(data))
+
+
+def test_an_intact_copy_of_a_shipped_checkpoint_loads(copied_base):
+    backend = loading.load_backend("hf", copied_base, device="cpu")
+    try:
+        assert backend.max_context and backend.tokenizer is not None
+    finally:
+        backend.close()
+
+
+def test_a_corrupted_copy_of_a_shipped_checkpoint_is_refused_on_every_load_path(copied_base, tmp_path):
+    import json
+
+    from longshort.errors import ChecksumError
+
+    _flip_a_weight(copied_base / "model.safetensors")
+    weights = str(copied_base / "model.safetensors")
+    for load in (
+        lambda: loading.load_backend("hf", copied_base, device="cpu"),
+        lambda: loading.load_backend("hf-process", copied_base, device="cpu"),
+        lambda: load_agents(copied_base),
+        lambda: loading.load_trained(copied_base),
+    ):
+        with pytest.raises(ChecksumError, match="model.safetensors") as info:
+            load()
+        assert info.value.path == weights
+    adapter = tmp_path / "adapter"  # an ordinary LoRA adapter whose base is the corrupted copy
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(copied_base)}))
+    with pytest.raises(ChecksumError, match="model.safetensors"):
+        loading.load_trained(adapter)
+    loading.load_backend("openai", copied_base, base_url="http://127.0.0.1:1/v1")  # a served name: nothing local

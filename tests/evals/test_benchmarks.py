@@ -14,6 +14,7 @@ from datasets.exceptions import DatasetNotFoundError
 from longshort.evals import grade_answer
 from longshort.evals.benchmarks import (
     BENCHMARKS,
+    GPQA_COLUMNS,
     LETTERS,
     BenchmarkError,
     BenchmarkItem,
@@ -140,6 +141,45 @@ def test_malformed_jsonl_line_is_numbered(tmp_path: Path) -> None:
     path = _write(tmp_path / "bad.jsonl", [good, '{"id": "b", "problem": "oops"', good])
     with pytest.raises(BenchmarkError, match=r"bad.jsonl: line 2 is not valid JSON"):
         load_benchmark("aime24", data=path)
+
+
+def test_a_lone_surrogate_names_the_row_and_the_cause(tmp_path: Path) -> None:
+    """``"\\ud800"`` is valid JSON but no text: Arrow once failed the whole file with the cause only logged."""
+    good = json.dumps({"id": "a", "problem": "1+1", "answer": "2"})
+    bad = '{"id": "b", "problem": "x\\ud800", "answer": "2"}'
+    path = _write(tmp_path / "sur.jsonl", [good, "", bad])
+    named = r"sur.jsonl: line 3 \(row 2, id b\): 'problem' is not valid Unicode"
+    with pytest.raises(BenchmarkError, match=named) as info:
+        load_benchmark("aime25", data=path)
+    assert "U+D800, a lone surrogate" in str(info.value)
+
+
+def test_invalid_utf8_names_the_line(tmp_path: Path) -> None:
+    for name, benchmark, lines in [
+        ("bad.jsonl", "aime25", [b'{"id": "a", "problem": "1+1", "answer": "2"}', b'{"id": "b", "problem": "\xff"}']),
+        ("bad.csv", "gpqa", [FIXTURE.read_bytes().splitlines()[0], b"q\xff,a,b,c,d,r1"]),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        with pytest.raises(BenchmarkError, match=rf"{name}: line 2 is not valid UTF-8"):
+            load_benchmark(benchmark, data=path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "what"),
+    [
+        ("math500.jsonl", "", "the file is empty or blank"),
+        ("math500.jsonl", "\n  \n", "the file is empty or blank"),
+        ("diamond.csv", "", "the file is empty"),
+        ("diamond.csv", ",".join(GPQA_COLUMNS) + "\n", "only a header"),
+    ],
+)
+def test_a_file_without_rows_is_a_clear_error(tmp_path: Path, name: str, text: str, what: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    benchmark = "gpqa" if name.endswith(".csv") else "math500"
+    with pytest.raises(BenchmarkError, match=rf"{name}: no rows \({what}\)"):
+        load_benchmark(benchmark, data=path)
 
 
 def test_row_without_answer_names_the_row_id(tmp_path: Path) -> None:

@@ -69,6 +69,24 @@ def test_gpqa_letters(tmp_path):
     assert not items["r2"]["correct"]
 
 
+def test_integers_beyond_the_int_digit_limit_are_graded_not_fatal(tmp_path):
+    """A 5,000-digit boxed answer (prediction or gold) is a verdict, not an aborted ``grade``."""
+    huge = "9" * 5000
+    data_path = tmp_path / "aime25.jsonl"
+    rows = [{"id": "a", "problem": "big?", "answer": huge}, {"id": "b", "problem": "small?", "answer": "3"}]
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    resp = _responses(
+        tmp_path, [{"id": "a", "response": f"so \\boxed{{{huge}}}"}, {"id": "b", "response": f"\\boxed{{{huge}}}"}]
+    )
+    result = CliRunner().invoke(
+        app, ["grade", "--data", str(data_path), "--responses", str(resp), "--out", str(tmp_path / "g")]
+    )
+    assert result.exit_code == 0, result.output
+    items = {i["id"]: i for i in json.loads((tmp_path / "g" / "results.json").read_text())["items"]}
+    assert items["a"]["correct"] and items["a"]["extracted"] == huge
+    assert items["b"]["reason"] == "wrong"
+
+
 def test_unknown_ids_are_listed(tmp_path, math_file):
     resp = _responses(tmp_path, [{"id": "a", "response": "x"}, {"id": "zz1", "response": "x"}])
     with pytest.raises(GradeFileError, match="zz1"):

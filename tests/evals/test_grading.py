@@ -20,6 +20,9 @@ from longshort.evals import Verdict, grade_answer
         ("\\boxed{42}", "42", True, "42"),
         ("$42$", "42", True, "42"),
         ("007", "7", True, "7"),
+        ("+5", "5", True, "5"),
+        ("-0", "0", True, "0"),
+        ("\u0664\u0662", "42", True, "42"),  # Arabic-Indic digits, as int() reads them
     ],
 )
 def test_integers_take_the_fast_path(predicted, gold, correct, extracted):
@@ -49,6 +52,32 @@ def test_math_verify_equivalence(predicted, gold, correct):
     assert verdict.correct is correct, verdict
     assert verdict.reason == ("correct" if correct else "wrong")
     assert verdict.extracted
+
+
+HUGE = "7" * 5000  # more digits than Python's int() converts (4,300)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "gold", "correct", "extracted"),
+    [
+        (HUGE, HUGE, True, HUGE),
+        (f"\\boxed{{{HUGE}}}", f"00{HUGE}", True, HUGE),
+        (HUGE, "7", False, HUGE),
+        ("7", HUGE, False, "7"),
+        (f"-{HUGE}", HUGE, False, f"-{HUGE}"),
+    ],
+)
+def test_integers_beyond_the_int_digit_limit_are_graded(predicted, gold, correct, extracted):
+    """Compared as digit strings: ``int()`` would raise in the caller and abort the whole run."""
+    verdict = grade_answer(predicted, gold)
+    assert verdict == Verdict(correct=correct, extracted=extracted, reason="correct" if correct else "wrong")
+
+
+@pytest.mark.parametrize(("predicted", "gold"), [(HUGE, "\\frac{1}{2}"), ("\\frac{1}{2}", HUGE)])
+def test_a_huge_integer_against_an_expression_gets_a_bounded_verdict(predicted, gold):
+    verdict = grade_answer(predicted, gold, timeout_s=5.0)
+    assert not verdict.correct
+    assert verdict.reason in ("wrong", "timeout", "unparsable_gold", "no_answer")
 
 
 @pytest.mark.parametrize("predicted", [None, "", "   ", "\\boxed{}", "}{"])

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from longshort.cli import app
@@ -74,3 +75,14 @@ def test_solve_defaults_to_the_shipped_testbed_pair():
     assert ep["status"] == "answered" and ep["answer"] is not None
     assert [t["agent"] for t in ep["turns"]][:2] == ["long", "short"]
     assert "testbed/reasoner" in ep["turns"][0]["model_id"] and "testbed/base" in ep["turns"][1]["model_id"]
+
+
+def test_errors_print_verbatim_brackets_included():
+    """Rich markup would eat ``[vllm]``; errors are escaped and not re-wrapped."""
+    from longshort.agents.vllm import is_vllm_available
+
+    if is_vllm_available():
+        pytest.skip("vLLM is installed here")
+    result = CliRunner().invoke(app, ["solve", "What is 1 + 1?", "--backend", "vllm", "--long-model", "x"])
+    assert result.exit_code == 2
+    assert "pip install 'longshort[vllm]'" in result.output

@@ -1,4 +1,6 @@
-from longshort.trace import Episode, Turn, from_dataset, read_jsonl, to_dataset, write_jsonl
+import pytest
+
+from longshort.trace import Episode, TraceFileError, Turn, from_dataset, read_jsonl, to_dataset, write_jsonl
 
 
 def _episode(i: int) -> Episode:
@@ -46,3 +48,49 @@ def test_dataset_round_trip():
     assert ds.num_rows == 3
     assert ds[0]["tokens"]["total"] == 8
     assert from_dataset(ds) == episodes
+
+
+def test_append_after_a_killed_writer_cuts_the_torn_line(tmp_path):
+    """Glued onto the torn line, the appended episode would make the file unreadable from there on."""
+    path = tmp_path / "eps.jsonl"
+    write_jsonl([_episode(0)], path)
+    with open(path, "a") as f:
+        f.write(_episode(1).model_dump_json()[:50])  # the writer was killed mid-line
+    assert write_jsonl([_episode(2), _episode(3)], path, append=True) == 2
+    assert [ep.id for ep in read_jsonl(path)] == ["e0", "e2", "e3"]
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_append_keeps_a_complete_last_line_without_its_newline(tmp_path):
+    path = tmp_path / "eps.jsonl"
+    path.write_text(_episode(0).model_dump_json())  # complete, newline never written
+    write_jsonl([_episode(1)], path, append=True)
+    assert [ep.id for ep in read_jsonl(path)] == ["e0", "e1"]
+
+
+def test_append_to_a_new_file(tmp_path):
+    path = tmp_path / "new.jsonl"
+    assert write_jsonl([_episode(0)], path, append=True) == 1
+    assert [ep.id for ep in read_jsonl(path)] == ["e0"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ('{"id": "half', r"eps.jsonl: line 2 is not valid JSON"),
+        ('{"id": "x"}', r"eps.jsonl: line 2 is not an episode \(question: Field required and 1 more\)"),
+    ],
+)
+def test_a_corrupt_middle_line_names_the_file_and_line(tmp_path, bad, match):
+    path = tmp_path / "eps.jsonl"
+    path.write_text(f"{_episode(0).model_dump_json()}\n{bad}\n\n{_episode(1).model_dump_json()}\n")
+    with pytest.raises(TraceFileError, match=match) as info:
+        list(read_jsonl(path))
+    assert isinstance(info.value, ValueError)
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    path = tmp_path / "eps.jsonl"
+    path.write_bytes(_episode(0).model_dump_json().encode() + b"\n" + b'{"id": "\xff"}\n' + b"{}\n")
+    with pytest.raises(TraceFileError, match=r"eps.jsonl: line 2 is not valid UTF-8"):
+        list(read_jsonl(path))

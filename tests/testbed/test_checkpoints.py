@@ -244,3 +244,45 @@ def test_ship_refuses_corrupted_assets_and_stale_pairs(sft_assets, adapters):
     save_manifest(sft_assets, manifest.model_copy(update={"files": files}))
     with pytest.raises(ValueError, match="long adapter was shipped against another reasoner"):
         shipped_pairs(sft_assets)
+
+
+# --- a testbed checkpoint loaded by path is verified wherever it lives (issue 17, case 11) ---------------------
+
+
+def test_solve_refuses_a_corrupted_copy_of_the_shipped_base(tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from longshort.cli import app
+    from longshort.shipped import assets_dir
+
+    if not (assets_dir() / "base" / "train_info.json").is_file():
+        pytest.skip("the package ships without checkpoints")
+    copy = shutil.copytree(assets_dir() / "base", tmp_path / "copy" / "base")
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    result = CliRunner().invoke(app, ["solve", "What is 2 + 3?", "--long-model", str(copy), "--json"])
+    assert result.exit_code == 2, result.output
+    assert "corrupted" in result.output and str(copy / "model.safetensors") in " ".join(result.output.split())
+
+
+def test_a_trained_testbed_model_records_its_files_and_a_copy_is_verified(tiny_checkpoints, tmp_path):
+    import json
+    import shutil
+
+    from longshort.shipped import verify_checkpoint_dir
+    from longshort.testbed.train import _file_digests
+
+    run = shutil.copytree(tiny_checkpoints / "base", tmp_path / "run" / "base")
+    (run / "config.yaml").write_text("model: base\n")
+    info = {"config": {"model": "base"}, "files": _file_digests(run)}
+    (run / "train_info.json").write_text(json.dumps(info))
+    assert "model.safetensors" in info["files"] and "config.yaml" not in info["files"]
+    copy = shutil.copytree(run, tmp_path / "elsewhere" / "base")
+    verify_checkpoint_dir(copy)
+    (copy / "tokenizer_config.json").write_text((copy / "tokenizer_config.json").read_text() + " ")
+    with pytest.raises(ChecksumError, match="tokenizer_config.json") as caught:
+        verify_checkpoint_dir(copy)
+    assert caught.value.path == str(copy / "tokenizer_config.json")

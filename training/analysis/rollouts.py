@@ -9,7 +9,19 @@ with N can be read back.
 Cost is the point (the paper's analysis took 6-10 hours on 20 A100s). All continuations of a chunk
 of prefixes go to the backend at once; the transformers backend batches them and, with
 ``share_prefills``, computes each prefix once for its N continuations. Results are appended per
-prefix to a JSONL file as soon as they are graded: an interrupted run resumes where it stopped.
+prefix to a JSONL file as soon as that prefix's N continuations are graded, not when the whole
+chunk is: a run killed mid-chunk keeps every prefix that was finished, and a resume re-runs only
+the missing ones. How a chunk reaches the backend (``_generate_chunk``):
+
+* a backend with its own ``agenerate`` that batches across callers (transformers, in process or
+  in a child) gets one call per prefix, all at once: each prefix's N requests arrive together, so
+  its prefill is still shared, and the calls still batch with each other;
+* a chat backend (an OpenAI-compatible server) gets one call per request, at most its
+  ``max_concurrency`` in flight over the whole chunk (one call per prefix would give every prefix
+  its own ``max_concurrency``);
+* a backend without its own ``agenerate`` (vLLM's offline engine, scripted fakes) gets the chunk in
+  one blocking call, which returns nothing before all of it is done: for these the chunk, bounded by
+  ``max_requests``, is the unit an interruption loses.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from longshort._jsonl import finished_records
-from longshort.agents.base import GenerationRequest
+from longshort.agents.base import Backend, GenerationRequest, GenerationResult
 from longshort.agents.roles import Agent
 from longshort.errors import LongShortError
 from longshort.evals.grading import grade_answer
@@ -139,6 +151,10 @@ def read_records(path: Path) -> dict[tuple[str, str], RolloutRecord]:
     return {k: RolloutRecord.model_validate(v) for k, v in rows.items()}  # type: ignore[misc]
 
 
+#: jobs sent to the backend together, each with its N requests
+Chunk = list[tuple[RolloutJob, list[GenerationRequest]]]
+
+
 class RolloutStats(BaseModel):
     jobs: int = 0
     skipped_done: int = 0
@@ -165,7 +181,11 @@ def run_rollouts(
     max_requests: int = 4096,
     progress: Callable[[int], None] | None = None,
 ) -> RolloutStats:
-    """Run every job not already in ``out``; append each job's record as soon as it is graded."""
+    """Run every job not already in ``out``; append each job's record as soon as it is graded.
+
+    A job's record is written once its N continuations are back (not when its chunk is), so an
+    interrupted run keeps every finished job and a resume runs only the others.
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     by_id = {p.problem_id: p for p in problems}
@@ -182,7 +202,7 @@ def run_rollouts(
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with out.open("a", encoding="utf-8") as f:
-        chunk: list[tuple[RolloutJob, list[GenerationRequest]]] = []
+        chunk: Chunk = []
         size = 0
         for job in [*pending, None]:
             if job is not None:
@@ -202,28 +222,86 @@ def run_rollouts(
     return stats
 
 
-def _run_chunk(agent, by_id, chunk, f, stats: RolloutStats, progress) -> None:
-    flat = [r for _, reqs in chunk for r in reqs]
-    results = asyncio.run(agent.backend.agenerate(flat)) if flat else []
-    at = 0
-    for job, reqs in chunk:
-        mine = results[at : at + len(reqs)]
-        at += len(reqs)
-        ok = [r for r in mine if r.error is None]
-        gold = by_id[job.problem_id].answer or ""
-        record = RolloutRecord(
-            **job.model_dump(),
-            outcomes=_grade([r.text for r in ok], gold),
-            mean_tokens=sum(r.num_tokens for r in ok) / len(ok) if ok else 0.0,
-            status="ok" if ok else "error",
-            errors=len(mine) - len(ok),
-            detail=next((r.error for r in mine if r.error), None),
-        )
-        stats.continuations += len(ok)
-        stats.generated_tokens += sum(r.num_tokens for r in ok)
+def _run_chunk(agent: Agent, by_id, chunk: Chunk, f, stats: RolloutStats, progress) -> None:
+    """Generate a chunk and write each job's record the moment its continuations are all back."""
+
+    def finished(job: RolloutJob, results: list[GenerationResult]) -> None:
+        record = _record(job, results, by_id[job.problem_id].answer or "")
+        stats.continuations += record.total
+        stats.generated_tokens += sum(r.num_tokens for r in results if r.error is None)
         _write(f, record, stats)
         if progress is not None:
             progress(1)
+
+    if chunk:
+        asyncio.run(_generate_chunk(agent.backend, chunk, finished))
+
+
+def _record(job: RolloutJob, results: Sequence[GenerationResult], gold: str) -> RolloutRecord:
+    ok = [r for r in results if r.error is None]
+    return RolloutRecord(
+        **job.model_dump(),
+        outcomes=_grade([r.text for r in ok], gold),
+        mean_tokens=sum(r.num_tokens for r in ok) / len(ok) if ok else 0.0,
+        status="ok" if ok else "error",
+        errors=len(results) - len(ok),
+        detail=next((r.error for r in results if r.error), None),
+    )
+
+
+def _has_own_agenerate(backend: Backend) -> bool:
+    """True when the backend overrides ``agenerate``: it can serve concurrent calls without blocking.
+
+    The default runs ``generate`` in a thread; concurrent calls would run several blocking
+    generates side by side, which the offline vLLM engine does not allow and which would split the
+    one batch it schedules well.
+    """
+    return type(backend).agenerate is not Backend.agenerate
+
+
+async def _generate_chunk(backend: Backend, chunk: Chunk, finished: Callable[[RolloutJob, list], None]) -> None:
+    """Generate every job of ``chunk``, calling ``finished(job, results)`` as each job completes.
+
+    See the module docstring for the three ways a chunk is sent. An exception (a backend that
+    raises, a cancelled run) cancels the calls still running, after the finished jobs were written.
+    """
+    if not _has_own_agenerate(backend):
+        flat = [r for _, reqs in chunk for r in reqs]
+        results = await backend.agenerate(flat)
+        at = 0
+        for job, reqs in chunk:
+            finished(job, results[at : at + len(reqs)])
+            at += len(reqs)
+        return
+    per_request = not backend.token_level
+    gate = asyncio.Semaphore(int(getattr(backend, "max_concurrency", 16) or 16))
+
+    async def one_request(request: GenerationRequest) -> GenerationResult:
+        async with gate:
+            return (await backend.agenerate([request]))[0]
+
+    async def one_job(reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        if per_request:
+            return list(await asyncio.gather(*(one_request(r) for r in reqs)))
+        return await backend.agenerate(reqs)
+
+    tasks = {asyncio.ensure_future(one_job(reqs)): job for job, reqs in chunk}
+    order = {task: i for i, task in enumerate(tasks)}
+    pending = set(tasks)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            ready = sorted(done, key=order.__getitem__)  # ties in chunk order
+            failed = [t for t in ready if t.cancelled() or t.exception() is not None]
+            for task in ready:  # every job that did finish is written before a failure is raised
+                if task not in failed:
+                    finished(tasks[task], task.result())
+            if failed:
+                failed[0].result()  # raises that job's exception
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _write(f, record: RolloutRecord, stats: RolloutStats) -> None:

@@ -125,3 +125,178 @@ def test_random_scores_give_chance_auroc():
     rng = random.Random(0)
     labels = [rng.random() < 0.2 for _ in range(4000)]
     assert math.isclose(auroc([rng.random() for _ in labels], labels), 0.5, abs_tol=0.03)
+
+
+# ---------------------------------------------------------------- killed mid-chunk (issue 17, case 5)
+
+
+class Killed(BaseException):
+    """The run dies (as a SIGINT or a crash would): not a backend error result, an exception."""
+
+
+class DyingBackend(ScriptedBackend):
+    """A backend with its own ``agenerate`` (as the transformers one) that answers in arrival order
+    and dies after ``answered`` requests, while the rest of the chunk is still queued."""
+
+    def __init__(self, tok, answered: int) -> None:
+        super().__init__(_base(tok).script, tok)
+        self.answered = answered
+        self._serial: tuple[object, object] | None = None
+
+    def _serial_lock(self):
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._serial is None or self._serial[0] is not loop:  # one lock per asyncio.run (one chunk)
+            self._serial = (loop, asyncio.Lock())
+        return self._serial[1]
+
+    async def agenerate(self, requests):
+        import asyncio
+
+        async with self._serial_lock():
+            results = []
+            for request in requests:
+                if len(self.requests) >= self.answered:
+                    raise Killed(f"killed after {self.answered} requests")
+                results.append(self._one(request))
+                await asyncio.sleep(0)
+            return results
+
+
+def _full_run(tmp_path, tok, problems, jobs, n):
+    path = tmp_path / "full.jsonl"
+    run_rollouts(short_agent(_base(tok), temperature=1.0), problems, jobs, path, n=n)
+    return read_records(path)
+
+
+def test_a_run_killed_mid_chunk_keeps_every_finished_prefix_and_resumes(tmp_path, tiny_tokenizer):
+    problems = [_problem("a", 2), _problem("b", 3)]
+    jobs = [j for p in problems for j in prefix_jobs(p)]  # 10 prefixes x 3 = 30 requests, one chunk
+    path = tmp_path / "r.jsonl"
+    dying = DyingBackend(tiny_tokenizer, answered=20)  # 6 prefixes done, the 7th half done
+    with pytest.raises(Killed):
+        run_rollouts(short_agent(dying, temperature=1.0), problems, jobs, path, n=3)
+    kept = read_records(path)
+    assert list(kept) == [(j.problem_id, j.key) for j in jobs[:6]]  # written as they were graded
+
+    again = _base(tiny_tokenizer)
+    stats = run_rollouts(short_agent(again, temperature=1.0), problems, jobs, path, n=3)
+    assert stats.skipped_done == 6 and len(again.requests) == 4 * 3  # only what was missing
+    assert len(path.read_text().splitlines()) == 10  # no duplicates
+    assert read_records(path) == _full_run(tmp_path, tiny_tokenizer, problems, jobs, 3)  # same seeds, same outcomes
+
+
+#: ``python -c`` body: rollouts of two problems through a chat backend on a fake server that answers
+#: ``argv[2]`` requests and then kills its own process with SIGKILL (as the OOM killer or a lost
+#: lease would: no exception, no cleanup), after which the parent reads what reached the file.
+_KILLED_CHAT_RUN = """
+import os, signal, sys
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from longshort.agents import short_agent
+from longshort.agents.chat import ChatModelBackend
+from longshort.training.analysis.rollouts import prefix_jobs, run_rollouts
+from tests.training.analysis.test_rollouts import _problem, _reply
+
+class Server(BaseChatModel):
+    answered: int
+    calls: list = []
+
+    @property
+    def _llm_type(self):
+        return "dying"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kw):
+        raise AssertionError("the rollouts use the async client")
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kw):
+        if len(self.calls) >= self.answered:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.calls.append(kw)
+        text = _reply(" ".join(str(m.content) for m in messages), kw["seed"])
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+problems = [_problem("a", 2), _problem("b", 3)]
+jobs = [j for p in problems for j in prefix_jobs(p)]
+backend = ChatModelBackend(Server(answered=int(sys.argv[2]), calls=[]), max_concurrency=int(sys.argv[3]))
+run_rollouts(short_agent(backend), problems, jobs, __import__("pathlib").Path(sys.argv[1]), n=3)
+"""
+
+
+def _reply(view: str, seed: int) -> str:
+    """The scripted base's answer to a chat view (right iff it holds the KEY thought)."""
+    return "<answer> \\boxed{42} </answer>" if "KEY" in view else f"<answer> \\boxed{{{seed % 2}}} </answer>"
+
+
+def _killed_chat_run(path, answered: int, concurrency: int) -> int:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    args = [sys.executable, "-c", _KILLED_CHAT_RUN, str(path), str(answered), str(concurrency)]
+    return subprocess.run(args, cwd=root, timeout=300, capture_output=True).returncode
+
+
+def test_a_chat_run_killed_mid_chunk_keeps_every_finished_prefix(tmp_path):
+    """The case of the issue: a server answered most of a chunk's requests, then the run was killed."""
+    import signal
+
+    problems = [_problem("a", 2), _problem("b", 3)]
+    jobs = [j for p in problems for j in prefix_jobs(p)]  # 10 prefixes x 3 = 30 requests, one chunk
+    path = tmp_path / "r.jsonl"
+    assert _killed_chat_run(path, answered=26, concurrency=1) == -signal.SIGKILL
+    assert list(read_records(path)) == [(j.problem_id, j.key) for j in jobs[:8]]  # 26 answers: 8 whole prefixes
+
+    assert _killed_chat_run(path, answered=10**6, concurrency=4) == 0  # the resume
+    records = read_records(path)
+    assert list(records) == [(j.problem_id, j.key) for j in jobs] and len(path.read_text().splitlines()) == 10
+    assert records[("b", "prefix:3")].outcomes == "111" and records[("b", "prefix:2")].outcomes != "111"
+
+
+def test_chat_rollouts_keep_the_backends_concurrency_over_the_whole_chunk(tmp_path):
+    """One call per request under one gate: never more than ``max_concurrency`` requests in flight."""
+    import asyncio
+
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from longshort.agents.chat import ChatModelBackend
+
+    class CountingServer(BaseChatModel):
+        now: list = [0]
+        peak: list = [0]
+
+        @property
+        def _llm_type(self) -> str:
+            return "counting"
+
+        def _generate(self, messages, stop=None, run_manager=None, **kw):
+            raise AssertionError("the rollouts use the async client")
+
+        async def _agenerate(self, messages, stop=None, run_manager=None, **kw):
+            self.now[0] += 1
+            self.peak[0] = max(self.peak[0], self.now[0])
+            await asyncio.sleep(0.001)
+            self.now[0] -= 1
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content="<answer> 1 </answer>"))])
+
+    server = CountingServer(now=[0], peak=[0])
+    problems = [_problem("a", 2), _problem("b", 3)]
+    jobs = [j for p in problems for j in prefix_jobs(p)]
+    stats = run_rollouts(short_agent(ChatModelBackend(server, max_concurrency=3)), problems, jobs, tmp_path / "r", n=4)
+    assert stats.statuses == {"ok": 10} and server.peak[0] == 3
+
+
+def test_transformers_rollouts_still_share_each_prefixs_prefill(tmp_path, tiny_qwen_dir):
+    """One call per prefix: its N continuations arrive together and are prefilled once."""
+    from longshort.agents.hf import TransformersBackend
+
+    problems = [_problem("a", 2), _problem("b", 3)]
+    jobs = [j for p in problems for j in prefix_jobs(p)]
+    with TransformersBackend(tiny_qwen_dir, device="cpu", prefix_cache_tokens=0) as backend:
+        stats = run_rollouts(short_agent(backend), problems, jobs, tmp_path / "r.jsonl", n=4, max_new_tokens=3)
+        assert stats.statuses == {"ok": 10} and backend.stats["shared_prefill_rows"] == 10 * 3
