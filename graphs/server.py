@@ -22,6 +22,12 @@ Models come from the environment, so one deployment file serves any pair:
     "backend", "pid", "seconds"}``), for checking from outside how often a process loads.
 ``LONGSHORT_PRELOAD``
     ``0`` turns off the background load at server start (below).
+``LONGSHORT_TRACES``
+    A trace store (SQLite, ``longshort.store``) to which every finished episode is appended
+    (run ``server``, source ``server``, the models and budgets as provenance), so that what the
+    deployment served can be retrained on. The reasoner graph carries an :class:`EpisodeRecorder`
+    callback in its config: LangGraph merges it into every run, the chat assistant's included
+    (its reasoner is this graph).
 
 The factories are ``async`` and never block the event loop. The server calls them for every
 request (runs, schema and state reads), so the agents are loaded once per process and per model
@@ -43,8 +49,11 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
+from uuid import UUID
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
@@ -77,7 +86,81 @@ class ModelConfig(NamedTuple):
 
 _lock = threading.Lock()  # a thread lock, not an asyncio one: waiters wait in their worker thread
 _agents: dict[ModelConfig, tuple[Agent, Agent]] = {}
-_graphs: dict[tuple[str, ModelConfig, tuple[tuple[str, int], ...]], CompiledStateGraph] = {}
+_graphs: dict[tuple[str, ModelConfig, tuple[tuple[str, int], ...], str | None], CompiledStateGraph] = {}
+_stores: dict[str, Any] = {}  # one TraceStore per path and process (its connection is thread-safe)
+_stores_lock = threading.Lock()  # not _lock: that one is held for a whole model load
+
+
+class EpisodeRecorder(BaseCallbackHandler):
+    """Appends the episode of each finished run of the graph whose config carries it.
+
+    A callback rather than a node, so the graph (its nodes, its schema, what the server shows) is
+    the one ``build_reasoner`` built. The handler is inherited by the graph's child runs; a run is
+    this graph's own when its parent is not one of the runs the handler has seen start (the root
+    run, or the reasoner's run inside the chat graph). A failed append is logged and the served
+    run is unaffected.
+    """
+
+    def __init__(self, path: str, *, long_model: str, short_model: str, settings: Mapping[str, Any]) -> None:
+        self.path, self.long_model, self.short_model = path, long_model, short_model
+        self.settings = dict(settings)
+        self._lock = threading.Lock()
+        self._open: set[UUID] = set()
+        self._roots: set[UUID] = set()
+
+    def on_chain_start(
+        self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kw: Any
+    ):
+        with self._lock:
+            if parent_run_id is None or parent_run_id not in self._open:
+                self._roots.add(run_id)
+            self._open.add(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        with self._lock:
+            self._open.discard(run_id)
+            self._roots.discard(run_id)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kw: Any) -> None:
+        with self._lock:
+            self._open.discard(run_id)
+            if run_id not in self._roots:
+                return
+            self._roots.discard(run_id)
+        if isinstance(outputs, Mapping) and outputs.get("id") and outputs.get("status"):
+            self.record(outputs)
+
+    def record(self, state: Mapping[str, Any]) -> None:
+        from longshort.graphs.reasoner import episode_from_state
+
+        try:
+            store = _store(self.path)
+            store.append(
+                [episode_from_state(dict(state))],
+                run="server",
+                source="server",
+                command="langgraph server (longshort.graphs.server)",
+                long_model=self.long_model,
+                short_model=self.short_model,
+                config=self.settings,
+            )
+        except Exception:
+            logger.exception("appending an episode to the trace store %s failed", self.path)
+
+
+def _store(path: str) -> Any:
+    from longshort.store import TraceStore
+
+    with _stores_lock:
+        if path not in _stores:
+            _stores[path] = TraceStore(path)
+        return _stores[path]
+
+
+def traces_path(environ: Mapping[str, str] = os.environ) -> str | None:
+    """``LONGSHORT_TRACES`` as an absolute path (None: episodes are not stored)."""
+    value = environ.get("LONGSHORT_TRACES")
+    return str(Path(value).expanduser().resolve()) if value else None
 
 
 def _log_load(role: str, agent: Agent, config: ModelConfig, seconds: float) -> None:
@@ -173,18 +256,24 @@ def limits(config: RunnableConfig | None = None) -> dict[str, int]:
 
 async def make_reasoner(config: RunnableConfig) -> CompiledStateGraph:
     """The ``longshort`` assistant: the two-agent reasoner (input ``{"question": …}``)."""
-    models, budgets = ModelConfig.from_env(), limits(config)
-    key = ("reasoner", models, tuple(sorted(budgets.items())))
+    models, budgets, traces = ModelConfig.from_env(), limits(config), traces_path()
+    key = ("reasoner", models, tuple(sorted(budgets.items())), traces)
     if key not in _graphs:
         long, short = await shared_agents(models)
-        _graphs.setdefault(key, build_reasoner(long, short, **budgets))
+        graph = build_reasoner(long, short, **budgets)
+        if traces is not None:
+            long_id, short_id = long.backend.model_id, short.backend.model_id
+            settings = {"models": models._asdict(), "limits": budgets}
+            recorder = EpisodeRecorder(traces, long_model=long_id, short_model=short_id, settings=settings)
+            graph = graph.with_config(callbacks=[recorder])
+        _graphs.setdefault(key, graph)
     return _graphs[key]
 
 
 async def make_chat_app(config: RunnableConfig) -> CompiledStateGraph:
     """The ``longshort_chat`` assistant: the reasoner inside a ``MessagesState`` chat graph."""
     models, budgets = ModelConfig.from_env(), limits(config)
-    key = ("chat", models, tuple(sorted(budgets.items())))
+    key = ("chat", models, tuple(sorted(budgets.items())), traces_path())
     if key not in _graphs:
         reasoner = await make_reasoner(config)
         _graphs.setdefault(key, build_chat_app(reasoner))

@@ -85,14 +85,25 @@ def solve(
         "--stream/--no-stream",
         help="Print each turn's tokens as they are generated (default: when stdout is a terminal; never with --json).",
     ),
+    traces: Path = typer.Option(
+        None,
+        "--traces",
+        envvar="LONGSHORT_TRACES",
+        help="Append the episode to this trace store (SQLite; source solve), e.g. for retraining.",
+    ),
 ) -> None:
     """Solve one question with the Long⊗Short reasoner and print the conversation."""
     from rich.markup import escape
 
     from longshort.agents.loading import load_agents
     from longshort.graphs import build_reasoner, episode_from_state
+    from longshort.store import TraceStore
 
     live = not as_json and (sys.stdout.isatty() if stream is None else stream)
+    try:  # opened first: a store this longshort cannot write fails before any model loads
+        store = TraceStore(traces) if traces is not None else None
+    except (LongShortError, OSError, ValueError) as e:
+        _fail(f"--traces: {e}")
 
     def solve_live(graph) -> dict:
         """The conversation as it is generated (``stream_mode="messages"``), then the outcome line."""
@@ -146,6 +157,18 @@ def solve(
     finally:
         for agent in (long, short):
             agent.backend.close()
+    if store is not None:
+        settings = {"backend": backend.value, "temperature": temperature, "seed": seed, "max_turns": max_turns}
+        settings.update(max_tokens_per_turn=max_tokens_per_turn, max_total_tokens=max_total_tokens)
+        with store:
+            store.append(
+                [episode],
+                run="solve",
+                source="solve",
+                long_model=long.backend.model_id,
+                short_model=short.backend.model_id,
+                config=settings,
+            )
     if as_json:
         sys.stdout.write(json.dumps(episode.model_dump(mode="json"), ensure_ascii=False) + "\n")
     elif live:  # the turns are on screen already: the outcome, as print_episode ends
@@ -183,6 +206,12 @@ def demo(
         "--no-shipped-pairs",
         help="Skip the trained pairs shipped in the assets folder (longshort-sft, longshort-rl).",
     ),
+    traces: Path = typer.Option(
+        None,
+        "--traces",
+        envvar="LONGSHORT_TRACES",
+        help="Also append every system's episodes to this trace store (SQLite; source demo).",
+    ),
 ) -> None:
     """The testbed's comparison, offline: long-only, short-only, Long⊗Short (prompt only), oracle, trained pairs."""
     from longshort.errors import ChecksumError
@@ -205,14 +234,17 @@ def demo(
             pairs=pairs,
             checkpoints=checkpoints,
             include_shipped=not no_shipped_pairs,
+            traces=traces,
         )
-    except (ChecksumError, FileNotFoundError, ValueError) as e:
+    except (ChecksumError, FileNotFoundError, ValueError, LongShortError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: nothing was written[/]")
         raise typer.Exit(130) from None
     print_table(result, Console())
     console.print(f"wrote {out / 'demo.json'}, {out / 'episodes.jsonl'}, {out / 'demo.png'}")
+    if traces is not None:
+        console.print(f"appended the episodes to {traces}")
 
 
 @app.command()
@@ -267,6 +299,9 @@ app.add_typer(train_app, name="train")
 from longshort.cli.testbed import testbed_app  # noqa: E402 (sub-app, after the main app is defined)
 
 app.add_typer(testbed_app, name="testbed")
+from longshort.cli.traces import traces_app  # noqa: E402 (sub-app, after the main app is defined)
+
+app.add_typer(traces_app, name="traces")
 
 
 def _version(value: bool) -> None:

@@ -4,6 +4,7 @@
     longshort train sft --agent long                                  # defaults: training/configs/sft/long.yaml
     longshort train sft --agent short --config my.yaml --learning-rate 5e-5 --lora
     longshort train sft --config runs/coldstart/sft-long/config.yaml  # a run again: each run writes its config
+    longshort train sft --agent long --from-traces runs/rl/traces.sqlite --output-dir runs/rft-long  # RFT
     accelerate launch --config_file training/configs/accelerate/zero2.yaml -m longshort.cli train sft --agent long
 
 Each command is ``main(config)``; its options are the config's fields (``SFTRunConfig``: the fields it
@@ -38,7 +39,10 @@ def sft_main(config) -> None:
 
         info = json.loads((out_dir / "sft_info.json").read_text(encoding="utf-8"))
         keys = ("train_loss", "steps", "rows_used", "dropped_too_long", "dropped_no_target", "seconds", "world_size")
-        console.print_json(data={k: info[k] for k in keys})
+        summary = {k: info[k] for k in keys}
+        if "traces" in info:  # --from-traces: what the selection read, kept and dropped (by reason)
+            summary["traces"] = {k: info["traces"][k] for k in ("read", "selected", "dropped")}
+        console.print_json(data=summary)
         console.print(f"saved {out_dir}")
 
 
@@ -71,7 +75,8 @@ def _sft_command():
         "sft",
         _sft_config,
         sft_main,
-        help="Fine-tune one agent with TRL's SFTTrainer, loss on the target turn only.",
+        help="Fine-tune one agent with TRL's SFTTrainer, loss on the target turn only "
+        "(--from-traces STORE: on its own turns of the store's correct, well-formed episodes).",
         config_file=_sft_config_file,
     )
 

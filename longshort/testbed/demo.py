@@ -82,12 +82,15 @@ def run_demo(
     progress=None,
     pairs: dict[str, tuple[str | Path, str | Path]] | None = None,
     include_shipped: bool = True,
+    traces: str | Path | None = None,
 ) -> dict:
     """Run the four rows on ``n`` held-out test problems drawn with ``seed``; return demo.json.
 
     ``pairs`` adds one Long⊗Short row per entry, ``{"longshort-sft": (long_dir, short_dir)}``:
     fine-tuned agents (full models or LoRA adapters from ``longshort train sft``). With
     ``include_shipped`` the pairs shipped in the assets folder come first (same-named ``pairs`` win).
+    ``traces`` also appends every row's episodes to that trace store (run ``demo/<system>``, source
+    ``demo``, an ``em`` reward), once the demo has finished.
     """
     from longshort.agents.loading import close_backends, load_agents
     from longshort.evals.systems import run_longshort, run_solo
@@ -100,6 +103,9 @@ def run_demo(
         raise ValueError(f"seed must be >= 0, got {seed}")
     reasoner_dir, base_dir = checkpoint("reasoner", checkpoints), checkpoint("base", checkpoints)
     pairs = {**(shipped_pairs(checkpoints) if include_shipped else {}), **(pairs or {})}
+    from longshort.store import TraceStore
+
+    store = TraceStore(traces) if traces is not None else None  # first: a bad store fails before any load
     problems = generate_problems("test", n, seed=seed)
     questions, golds = [p.question for p in problems], [p.answer for p in problems]
     say = progress or (lambda msg: None)
@@ -151,7 +157,31 @@ def run_demo(
             shutil.move(str(staging / name), out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if store is not None:
+        models = {name: (str(reasoner_dir), str(base_dir)) for name in SYSTEMS}
+        models |= {"long-only": (str(reasoner_dir), None), "short-only": (None, str(base_dir))}
+        models |= {name: (str(dirs[0]), str(dirs[1])) for name, dirs in pairs.items()}
+        with store:
+            _store_rows(store, named, golds, models, result["config"])
     return result
+
+
+def _store_rows(store, named: dict[str, list[Episode]], golds, models, config: dict) -> None:
+    """Each system's episodes as one batch, graded (``em``) against the problems' answers."""
+    from longshort.evals.grading import grade_answer
+
+    for name, episodes in named.items():
+        long_model, short_model = models[name]
+        rewards = [{"em": float(grade_answer(ep.answer, g).correct)} for ep, g in zip(episodes, golds, strict=True)]
+        store.append(
+            episodes,
+            run=f"demo/{name}",
+            source="demo",
+            rewards=rewards,
+            long_model=long_model,
+            short_model=short_model,
+            config=config,
+        )
 
 
 def _run_pair(long_dir, short_dir, questions, golds, *, device, max_batch_size: int) -> list:

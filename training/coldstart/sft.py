@@ -3,6 +3,7 @@
     longshort train sft --agent long                                   # testbed defaults: configs/sft/long.yaml
     longshort train sft --agent short --data runs/coldstart/sft --output-dir runs/coldstart/sft-short --lora
     longshort train sft --config runs/coldstart/sft-short/config.yaml   # a run again (each run writes its config)
+    longshort train sft --agent long --from-traces runs/rl/traces.sqlite --output-dir runs/rft-long  # RFT
     accelerate launch --config_file training/configs/accelerate/zero2.yaml -m longshort.cli \\
         train sft --agent long --model deepseek-ai/DeepSeek-R1-Distill-Qwen-7B --data DIR --output-dir DIR
 
@@ -13,7 +14,9 @@ every process trains, only the main one writes.
 The config (``SFTRunConfig``, sft_config.py) is a TRL ``SFTConfig`` and goes to ``SFTTrainer`` as its
 ``args``, unchanged: every TRL setting is set in the YAML or on the command line.
 
-Rows come from ``training/coldstart/sft_data.py``: ``input_ids`` (prompt ∥ target turn) and
+Rows come from ``training/coldstart/sft_data.py`` (or, with ``--from-traces STORE``, from a trace
+store: ``training/coldstart/from_traces.py``, rejection-sampling fine-tuning on the agent's own
+turns of correct, well-formed episodes): ``input_ids`` (prompt ∥ target turn) and
 ``completion_mask`` (1 on the target), plus provenance columns, which are dropped here. TRL's
 ``SFTTrainer`` turns the mask into labels (-100 on the prompt) with ``completion_only_loss=True``.
 Rows longer than ``max_length`` are dropped and counted, never truncated: a truncated row would
@@ -77,8 +80,8 @@ def model_path(config: SFTRunConfig) -> str:
     return str(default_model(config.agent))
 
 
-def load_rows(config: SFTRunConfig) -> tuple[Dataset, dict[str, Any]]:
-    """The agent's trainable rows (``input_ids`` and ``completion_mask`` only) and counts of what was dropped."""
+def _disk_rows(config: SFTRunConfig) -> tuple[Dataset, Path]:
+    """The agent's table saved under ``config.data``, its required columns checked."""
     from datasets import Dataset, DatasetDict, load_from_disk
 
     path = data_dir(config)
@@ -101,6 +104,38 @@ def load_rows(config: SFTRunConfig) -> tuple[Dataset, dict[str, Any]]:
         raise SFTDataError(f"{path} lacks column(s) {missing}; it has {ds.column_names}", path=path)
     if len(ds) == 0:
         raise SFTDataError(empty, path=path)
+    return ds, path
+
+
+def _trace_rows(config: SFTRunConfig) -> tuple[Dataset, Path, dict[str, Any]]:
+    """RFT rows from ``config.from_traces`` in the starting model's tokens, and the selection's counts.
+
+    The tokenizer is the starting model's (the trained ids must be its ids); loading it is cheap,
+    and the model itself still loads only after the rows are known to be usable.
+    """
+    from transformers import AutoTokenizer
+
+    from longshort.training.coldstart.from_traces import trace_rows
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(config))
+    ds, report = trace_rows(config.trace_selection(), config.agent, tokenizer)
+    if os.environ.get("RANK", "0") == "0":
+        logger.info("%s (%s agent): %s", config.from_traces, config.agent, report.summary())
+    return ds, Path(str(config.from_traces)), report.as_dict()
+
+
+def load_rows(config: SFTRunConfig) -> tuple[Dataset, dict[str, Any]]:
+    """The agent's trainable rows (``input_ids`` and ``completion_mask`` only) and counts of what was dropped.
+
+    From ``config.data`` (the cold start), or with ``config.from_traces`` from a trace store (RFT:
+    ``stats["traces"]`` holds what the selection read and dropped); either way the same length and
+    target checks follow.
+    """
+    traces: dict[str, Any] | None = None
+    if config.from_traces:
+        ds, path, traces = _trace_rows(config)
+    else:
+        ds, path = _disk_rows(config)
     ds = ds.select_columns(list(REQUIRED_COLUMNS))
     keep: list[int] = []
     stats: dict[str, Any] = {
@@ -110,6 +145,8 @@ def load_rows(config: SFTRunConfig) -> tuple[Dataset, dict[str, Any]]:
         "longest_kept": 0,
         "target_tokens": 0,
     }
+    if traces is not None:
+        stats["traces"] = traces
     index = 0
     for batch in ds.iter(batch_size=1024):
         for ids, mask in zip(batch["input_ids"], batch["completion_mask"], strict=True):
@@ -231,7 +268,7 @@ def train_sft(config: SFTRunConfig) -> Path:
             "agent": config.agent,
             "model": stats["model"],
             "base_sha256": _weights_sha256(stats.pop("model")),
-            "data": str(data_dir(config)),
+            "data": str(config.from_traces) if config.from_traces else str(data_dir(config)),
             "train_loss": result.training_loss,
             "steps": trainer.state.global_step,
             **stats,

@@ -7,7 +7,9 @@ Every trainer setting is TRL's own field (``learning_rate``, ``num_train_epochs`
 ``per_device_train_batch_size``, ``gradient_accumulation_steps``, ``output_dir``, ``use_cpu``, …),
 passed to ``SFTTrainer`` as is; the fields below add the agent, its data and starting model, and
 LoRA, and set testbed defaults on a few of TRL's (cosine schedule, no checkpoints). The loss is on
-the completion only, always: the rows carry a ``completion_mask``. The shipped
+the completion only, always: the rows carry a ``completion_mask``. With ``from_traces`` the rows
+come from a trace store instead of ``data`` (rejection-sampling fine-tuning, from_traces.py;
+``traces_*`` and ``allow_inexact`` select the episodes). The shipped
 ``training/configs/sft/{long,short}[-lora].yaml`` are the testbed runs; relative paths are relative
 to the working directory the run starts in.
 """
@@ -16,11 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from trl import SFTConfig
 
 from longshort.config import ConfigError, option
+
+if TYPE_CHECKING:
+    from longshort.training.coldstart.from_traces import TraceSelection
 
 __all__ = ["AgentName", "SFTRunConfig", "default_config_path"]
 
@@ -60,9 +65,25 @@ class SFTRunConfig(SFTConfig):
     }
 
     agent: AgentName = option(help="which agent's rows to train on: long or short", kw_only=True)
-    data: str = option(
-        help="a directory saved with Dataset.save_to_disk, or one holding long/ and short/ (the agent's is used)",
-        kw_only=True,
+    data: str | None = option(
+        None,
+        help="a directory saved with Dataset.save_to_disk, or one holding long/ and short/ (the agent's is used); "
+        "ignored with --from-traces",
+    )
+    from_traces: str | None = option(
+        None,
+        help="rejection-sampling fine-tuning: train on the agent's own turns of the correct, well-formed episodes "
+        "of this SQLite trace store (training/coldstart/from_traces.py) instead of --data",
+    )
+    traces_source: str | None = option(None, help="with --from-traces: only rows of this source (rl, eval)")
+    traces_max_tokens: int | None = option(
+        None, help="with --from-traces: only episodes of at most this many tokens (both agents')"
+    )
+    traces_since: str | None = option(
+        None, help="with --from-traces: only rows stored on or after this ISO date or date-time (local time)"
+    )
+    allow_inexact: bool = option(
+        False, help="with --from-traces: also use rows the store marks token_exact: false (refused by default)"
     )
     model: str | None = option(
         None,
@@ -94,6 +115,20 @@ class SFTRunConfig(SFTConfig):
     seed: int = option(0, help="seed for the LoRA init and the data order")
     bf16: bool | None = option(None, help="bf16 autocast; default: on when training on CUDA")
 
+    def trace_selection(self) -> TraceSelection:
+        """The ``--from-traces`` selection of this run (``from_traces`` must be set)."""
+        from longshort.training.coldstart.from_traces import TraceSelection
+
+        if not self.from_traces:
+            raise ConfigError("trace_selection needs from_traces (a trace store path)", key="from_traces")
+        return TraceSelection(
+            store=self.from_traces,
+            source=self.traces_source,
+            max_tokens=self.traces_max_tokens,
+            since=self.traces_since,
+            allow_inexact=self.allow_inexact,
+        )
+
     def __post_init__(self) -> None:
         checks = [
             ("learning_rate", self.learning_rate > 0, "> 0"),
@@ -115,6 +150,11 @@ class SFTRunConfig(SFTConfig):
         if self.max_steps < 0 and self.num_train_epochs <= 0:
             message = f"num_train_epochs must be > 0 when max_steps is -1, got {self.num_train_epochs}"
             raise ConfigError(message, key="num_train_epochs")
+        if not self.data and not self.from_traces:
+            message = "give data (--data DIR) or from_traces (--from-traces STORE): no rows to train on"
+            raise ConfigError(message, key="data")
+        if self.from_traces:
+            self.trace_selection()  # a bad --traces-since or --traces-max-tokens fails here, naming the option
         if isinstance(self.lora_target_modules, list) and not self.lora_target_modules:
             raise ConfigError(
                 "lora_target_modules must name at least one module, or be 'all-linear'", key="lora_target_modules"
