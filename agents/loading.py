@@ -190,10 +190,15 @@ def load_agents(
 
         long_model = default_model("long")
         short_model = short_model or default_model("short")
-    elif short_model is None and backend in LOCAL_HF and not Path(long_model).exists():
+    elif backend in LOCAL_HF and not Path(long_model).exists():
         from longshort.shipped import shipped_pair, shipped_pair_names
 
         pair = shipped_pair(os.fspath(long_model))
+        if pair is not None and short_model is not None:
+            raise ValueError(
+                f"{os.fspath(long_model)!r} is a shipped pair (both agents): give it without a short model, "
+                "or pick its long adapter by path"
+            )
         if pair is not None:
             long_model, short_model = pair
         elif os.fspath(long_model).startswith("longshort-"):  # a pair name, not a hub id: fail fast, offline

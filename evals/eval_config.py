@@ -74,7 +74,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.baseline is None and DEFAULT_BASELINE in self.systems:
             self.baseline = DEFAULT_BASELINE
-        if self.long_model is None or self.short_model is None:
+        if self._names_a_shipped_pair():
+            pass  # `--long-model longshort-rl`: load_agents resolves both of its agents
+        elif self.long_model is None or self.short_model is None:
             if self.backend not in LOCAL_BACKENDS:
                 raise ConfigError(
                     "--backend openai/vllm needs --long-model and --short-model (served names or paths)",
@@ -85,6 +87,13 @@ class EvalConfig:
             self.long_model = self.long_model or str(default_model("long"))
             self.short_model = self.short_model or str(default_model("short"))
         self.validate()
+
+    def _names_a_shipped_pair(self) -> bool:
+        if self.long_model is None or self.short_model is not None or self.backend not in LOCAL_BACKENDS:
+            return False
+        from longshort.shipped import shipped_pair
+
+        return not Path(self.long_model).exists() and shipped_pair(self.long_model) is not None
 
     def validate(self) -> None:
         """Reject requests that would silently compute something other than what was asked."""

@@ -127,3 +127,11 @@ def test_a_corrupted_copy_of_a_shipped_checkpoint_is_refused_on_every_load_path(
     with pytest.raises(ChecksumError, match="model.safetensors"):
         loading.load_trained(adapter)
     loading.load_backend("openai", copied_base, base_url="http://127.0.0.1:1/v1")  # a served name: nothing local
+
+
+def test_a_pair_name_with_a_short_model_is_ambiguous(recorded):
+    if shipped_pair("longshort-sft") is None:
+        pytest.skip("no shipped longshort-sft pair")
+    with pytest.raises(ValueError, match="is a shipped pair \\(both agents\\)"):
+        load_agents("longshort-sft", "Qwen/Qwen2.5-1.5B-Instruct")
+    assert recorded == []

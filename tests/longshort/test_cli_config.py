@@ -213,3 +213,19 @@ def test_eval_help_lists_testbed_and_writes_outside_results():
     assert "testbed" in text and "math500" in text
     out = EvalConfig.__dataclass_fields__["out"].default
     assert out.parts[0] == "runs" and "results" not in out.parts
+
+
+def test_eval_takes_a_shipped_pair_by_name(tmp_path):
+    """`--long-model longshort-rl` alone is the pair (both agents), not its name as a hub id + the base."""
+    import json
+
+    from longshort.shipped import shipped_pair
+
+    if shipped_pair("longshort-rl") is None:
+        pytest.skip("no shipped longshort-rl pair")
+    out = tmp_path / "eval"
+    args = ["eval", "--benchmarks", "testbed", "--systems", "longshort", "--limit", "1", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--long-model", "longshort-rl"])
+    assert result.exit_code == 0, result.output
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 1 and items[0]["system"] == "longshort"
