@@ -458,6 +458,17 @@ class ChatModelBackend(Backend):
         return list(await asyncio.gather(*(self._aone(r, gate) for r in requests)))
 
 
+def _keep_server_fields(message: BaseMessage, choice: dict, payload: dict) -> None:
+    """Copy what vLLM-style servers add to a choice (its message, or a streamed delta) onto ``message``:
+    the reasoning text (``reasoning_content`` or ``reasoning``) and the matched ``stop_reason``."""
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(payload.get(key), str) and payload[key]:
+            message.additional_kwargs["reasoning_content"] = payload[key]
+            break
+    if choice.get("stop_reason") is not None:
+        message.response_metadata["stop_reason"] = choice["stop_reason"]
+
+
 @functools.cache
 def _reasoning_chat_openai() -> type:
     """``ChatOpenAI`` that keeps the non-standard ``reasoning_content``/``reasoning``/``stop_reason``.
@@ -481,13 +492,7 @@ def _reasoning_chat_openai() -> type:
                 message = generation.message
                 if not isinstance(message, AIMessage) or not isinstance(choice, dict):
                     continue
-                raw = choice.get("message") or {}
-                for key in ("reasoning_content", "reasoning"):
-                    if isinstance(raw.get(key), str) and raw[key]:
-                        message.additional_kwargs["reasoning_content"] = raw[key]
-                        break
-                if choice.get("stop_reason") is not None:
-                    message.response_metadata["stop_reason"] = choice["stop_reason"]
+                _keep_server_fields(message, choice, choice.get("message") or {})
             return result
 
         def _convert_chunk_to_generation_chunk(
@@ -498,13 +503,7 @@ def _reasoning_chat_openai() -> type:
             if generation is None or not choices or not isinstance(choices[0], dict):
                 return generation
             choice, message = choices[0], generation.message
-            delta = choice.get("delta") or {}
-            for key in ("reasoning_content", "reasoning"):  # streamed reasoning deltas concatenate
-                if isinstance(delta.get(key), str) and delta[key]:
-                    message.additional_kwargs["reasoning_content"] = delta[key]
-                    break
-            if choice.get("stop_reason") is not None:
-                message.response_metadata["stop_reason"] = choice["stop_reason"]
+            _keep_server_fields(message, choice, choice.get("delta") or {})  # streamed reasoning deltas concatenate
             return generation
 
     return ReasoningChatOpenAI

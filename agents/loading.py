@@ -190,10 +190,10 @@ def load_agents(
 
         long_model = default_model("long")
         short_model = short_model or default_model("short")
-    elif backend in LOCAL_HF and not Path(long_model).exists():
-        from longshort.shipped import shipped_pair, shipped_pair_names
+    elif backend in LOCAL_HF:
+        from longshort.shipped import pair_named, shipped_pair_names
 
-        pair = shipped_pair(os.fspath(long_model))
+        pair = pair_named(long_model)
         if pair is not None and short_model is not None:
             raise ValueError(
                 f"{os.fspath(long_model)!r} is a shipped pair (both agents): give it without a short model, "
@@ -201,7 +201,7 @@ def load_agents(
             )
         if pair is not None:
             long_model, short_model = pair
-        elif os.fspath(long_model).startswith("longshort-"):  # a pair name, not a hub id: fail fast, offline
+        elif os.fspath(long_model).startswith("longshort-") and not Path(long_model).exists():  # fail fast, offline
             raise ValueError(
                 f"no shipped pair named {os.fspath(long_model)!r}; shipped: {', '.join(shipped_pair_names()) or 'none'}"
             )

@@ -91,9 +91,9 @@ class EvalConfig:
     def _names_a_shipped_pair(self) -> bool:
         if self.long_model is None or self.short_model is not None or self.backend not in LOCAL_BACKENDS:
             return False
-        from longshort.shipped import shipped_pair
+        from longshort.shipped import pair_named
 
-        return not Path(self.long_model).exists() and shipped_pair(self.long_model) is not None
+        return pair_named(self.long_model) is not None
 
     def validate(self) -> None:
         """Reject requests that would silently compute something other than what was asked."""

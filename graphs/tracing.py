@@ -298,6 +298,18 @@ async def _aquiet_call(fn: Callable[[], Any]) -> Any:
 # the turn run
 
 
+def _turn_start(manager, backend, request, config, agent, metadata, view) -> tuple[bool, list, dict[str, Any]]:
+    """What a turn run starts with, sync or async: whether it carries the token payload, the agent's
+    view as messages and the other ``on_chat_model_start`` arguments; the start metadata goes onto
+    ``manager``."""
+    tokens = trace_tokens(backend, config)
+    extra = _start_metadata(backend, request, metadata, tokens)
+    manager.add_metadata(extra)
+    messages = _messages(backend, request, view, extra.get("forced_text"))
+    kwargs = {"name": f"{agent}_turn", "invocation_params": _invocation_params(backend, request)}
+    return tokens, messages, kwargs
+
+
 def traced_generate(
     backend: Backend,
     request: GenerationRequest,
@@ -311,13 +323,8 @@ def traced_generate(
     manager = get_callback_manager_for_config(_turn_config(config, agent, metadata))
     if not manager.handlers:  # nobody records or listens: no run, no pieces
         return backend.generate([request])[0]
-    tokens = trace_tokens(backend, config)
-    extra = _start_metadata(backend, request, metadata, tokens)
-    manager.add_metadata(extra)
-    messages = _messages(backend, request, view, extra.get("forced_text"))
-    run = manager.on_chat_model_start(
-        None, [messages], name=f"{agent}_turn", invocation_params=_invocation_params(backend, request)
-    )[0]
+    tokens, messages, start = _turn_start(manager, backend, request, config, agent, metadata, view)
+    run = manager.on_chat_model_start(None, [messages], **start)[0]
     message_id = f"lc_run--{run.run_id}"
     pieces = _Pieces()
     if _listens(manager):
@@ -359,15 +366,8 @@ async def atraced_generate(
     manager = get_async_callback_manager_for_config(_turn_config(config, agent, metadata))
     if not manager.handlers:
         return (await backend.agenerate([request]))[0]
-    tokens = trace_tokens(backend, config)
-    extra = _start_metadata(backend, request, metadata, tokens)
-    manager.add_metadata(extra)
-    messages = _messages(backend, request, view, extra.get("forced_text"))
-    run = (
-        await manager.on_chat_model_start(
-            None, [messages], name=f"{agent}_turn", invocation_params=_invocation_params(backend, request)
-        )
-    )[0]
+    tokens, messages, start = _turn_start(manager, backend, request, config, agent, metadata, view)
+    run = (await manager.on_chat_model_start(None, [messages], **start))[0]
     message_id = f"lc_run--{run.run_id}"
     pieces = _Pieces()
     queue: asyncio.Queue[Any] = asyncio.Queue()

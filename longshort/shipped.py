@@ -205,6 +205,13 @@ def shipped_pair(name: str, root: Path | None = None) -> tuple[Path, Path] | Non
     return long, short
 
 
+def pair_named(model: str | os.PathLike[str]) -> tuple[Path, Path] | None:
+    """The shipped pair a model name stands for (``"longshort-rl"``), or None: a local folder of
+    that name, or any name that is no shipped pair, is a model, not a pair."""
+    name = os.fspath(model)
+    return None if Path(name).exists() else shipped_pair(name)
+
+
 def shipped_pair_names(root: Path | None = None) -> list[str]:
     """The names of the pairs shipped in the assets (for help texts and errors)."""
     try:

@@ -83,15 +83,13 @@ def _check_adapter(role: str, path: Path, manifest: Manifest) -> tuple[dict, dic
     flag = f"--{role}"
     if not path.is_dir():
         raise FileNotFoundError(f"{flag} {path}: no such directory")
-    if not (path / "adapter_config.json").is_file() or not (path / "adapter_model.safetensors").is_file():
-        kind = "a full model" if (path / "model.safetensors").exists() else "no adapter"
-        raise ValueError(
-            f"{flag} {path} is not a LoRA adapter (it holds {kind}: adapter_config.json and adapter_model.safetensors "
-            "are needed; train with `longshort train sft --lora`)"
-        )
-    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    if config.get("peft_type") != "LORA":
-        raise ValueError(f"{flag} {path} is a {config.get('peft_type')!r} adapter; only LoRA adapters ship")
+    kind = "a full model" if (path / "model.safetensors").exists() else "no adapter"
+    config = _lora_config(
+        path,
+        f"{flag} {path}",
+        f"{flag} {path} is not a LoRA adapter (it holds {kind}: adapter_config.json and adapter_model.safetensors "
+        "are needed; train with `longshort train sft --lora`)",
+    )
     info_path = path / "sft_info.json"
     if not info_path.is_file():
         raise ValueError(f"{flag} {path} has no sft_info.json: ship adapters written by `longshort train sft --lora`")
@@ -306,7 +304,7 @@ def ship_rl(
     both (``agents.loading.load_trained``). An agent no round trained is ``on``'s own adapter,
     referenced, not copied. The manifest records every round of the run (its ``rounds.json``).
     """
-    from longshort.training.rl.trainer import latest
+    from longshort.training.rl.trainer import finished_rounds
 
     _check_name(name)
     if name == on:
@@ -321,8 +319,9 @@ def ship_rl(
         raise FileNotFoundError(f"--run {run}: no rounds.json (not a `longshort train rl` output folder?)")
     record = json.loads(rounds_path.read_text(encoding="utf-8"))
     rounds = record.get("rounds", [])
-    trained = {role: latest(rounds, role) is not None for role in ("long", "short")}
-    if not any(trained.values()):
+    # each agent's finished rounds, in order (the last one's final/ is what ships)
+    finished = {role: finished_rounds(rounds, role) for role in ("long", "short")}
+    if not any(finished.values()):
         raise ValueError(f"--run {run}: no round has finished yet (rounds.json holds only {len(rounds)} rows)")
     with tempfile.TemporaryDirectory(prefix="ship-rl-") as tmp:
         staging = Path(tmp) / name
@@ -330,13 +329,18 @@ def ship_rl(
         for role in ("long", "short"):
             sft = before.sft[on].long if role == "long" else before.sft[on].short
             own = pair_member(on, role, sft.path)
-            if not trained[role]:
+            done = finished[role]
+            if not done:
                 agents[role] = sft.model_copy(update={"path": own, "info": {"same_as": on, **sft.info}})
                 continue
             _run_started_from(run, role, on)
-            done = [r for r in rounds if r.get("agent") == role and r.get("final")]
             final = run / "rounds" / done[-1]["round"] / "final"  # the recorded path is the run machine's
-            config = _check_rl_adapter(role, final)
+            config = _lora_config(
+                final,
+                str(final),
+                f"{final}: the {role} agent's last round left no LoRA adapter (a --no-lora run trains full models, "
+                "which do not fit the shipped assets)",
+            )
             info = {"agent": role, "on": on, "rounds": done, "run": {k: v for k, v in record.items() if k != "rounds"}}
             source_dtype = _stage_adapter(final, config, own, staging / role, info)
             agents[role] = ShippedAgent(
@@ -360,14 +364,11 @@ def ship_rl(
         return _install(root, before, name, staging, pair, limit_bytes)
 
 
-def _check_rl_adapter(role: str, path: Path) -> dict:
-    """The adapter_config of an RL round's final LoRA adapter."""
+def _lora_config(path: Path, label: str, missing: str) -> dict:
+    """The ``adapter_config.json`` of the LoRA adapter in ``path``; ``missing`` is the error when there is none."""
     if not (path / "adapter_config.json").is_file() or not (path / "adapter_model.safetensors").is_file():
-        raise ValueError(
-            f"{path}: the {role} agent's last round left no LoRA adapter (a --no-lora run trains full models, "
-            "which do not fit the shipped assets)"
-        )
+        raise ValueError(missing)
     config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA":
-        raise ValueError(f"{path} is a {config.get('peft_type')!r} adapter; only LoRA adapters ship")
+        raise ValueError(f"{label} is a {config.get('peft_type')!r} adapter; only LoRA adapters ship")
     return config

@@ -42,19 +42,24 @@ def _check_stream(items, episode) -> None:
         assert len({c.id for c, _ in chunks}) == 1  # one message per turn, streamed in pieces
 
 
-def test_sync_stream_yields_each_turn_token_by_token(tiny_tokenizer):
-    long_b, short_b = (
-        ScriptedBackend([THINK, THINK], tiny_tokenizer),
-        ScriptedBackend([RETHINK, ANSWER], tiny_tokenizer),
-    )
-    graph = build_reasoner(long_agent(long_b), short_agent(short_b))
+def _stream(graph):
+    """The graph's ``messages`` items and the Episode its last ``values`` state holds."""
     items, final = [], None
     for mode, data in graph.stream({"question": Q}, stream_mode=["messages", "values"]):
         if mode == "messages":
             items.append(data)
         else:
             final = data
-    episode = episode_from_state(final)
+    return items, episode_from_state(final)
+
+
+def test_sync_stream_yields_each_turn_token_by_token(tiny_tokenizer):
+    long_b, short_b = (
+        ScriptedBackend([THINK, THINK], tiny_tokenizer),
+        ScriptedBackend([RETHINK, ANSWER], tiny_tokenizer),
+    )
+    graph = build_reasoner(long_agent(long_b), short_agent(short_b))
+    items, episode = _stream(graph)
     assert episode.status == "answered" and len(episode.turns) == 4
     _check_stream(items, episode)
     assert len(items) >= sum(len(t.token_ids) for t in episode.turns) // 2  # pieces, not whole turns
@@ -157,13 +162,7 @@ def test_chat_backend_turns_are_streamed_once(tiny_tokenizer):
     long_b = ChatModelBackend(GenericFakeChatModel(messages=iter([THINK])))
     short_b = ChatModelBackend(GenericFakeChatModel(messages=iter([ANSWER])))
     graph = build_reasoner(long_agent(long_b), short_agent(short_b))
-    items, final = [], None
-    for mode, data in graph.stream({"question": Q}, stream_mode=["messages", "values"]):
-        if mode == "messages":
-            items.append(data)
-        else:
-            final = data
-    episode = episode_from_state(final)
+    items, episode = _stream(graph)
     assert [t.text for t in episode.turns] == [THINK, ANSWER]
     _check_stream(items, episode)
 

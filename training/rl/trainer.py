@@ -154,9 +154,14 @@ def sft_dir(config: RLConfig, role: Role) -> Path:
     return out
 
 
+def finished_rounds(rounds: list[dict], role: Role) -> list[dict]:
+    """``role``'s finished rounds of a ``rounds.json``, in order (each has its ``final/`` folder)."""
+    return [r for r in rounds if r.get("agent") == role and r.get("final")]
+
+
 def latest(rounds: list[dict], role: Role) -> Path | None:
     """The ``final/`` folder of ``role``'s last finished round (None: it is still its SFT model)."""
-    done = [r for r in rounds if r.get("agent") == role and r.get("final")]
+    done = finished_rounds(rounds, role)
     return Path(done[-1]["final"]) if done else None
 
 
