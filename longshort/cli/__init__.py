@@ -272,11 +272,10 @@ def grade(
 
 def eval_main(config: EvalConfig) -> None:
     """Evaluate systems on benchmarks: resumable (re-run the same command), Table 2 style results."""
-    from longshort.evals.benchmarks import register_generated
     from longshort.evals.runner import run_eval
-    from longshort.testbed.sources import TESTBED, testbed_items
+    from longshort.testbed.sources import register_testbed
 
-    register_generated(TESTBED, testbed_items)
+    register_testbed()
     out = config.out
     try:
         run_eval(config, say=say)
