@@ -25,7 +25,8 @@ class EvalConfig:
     """Evaluate systems on benchmarks: resumable (re-run the same command), Table 2 style results."""
 
     benchmarks: list[str] = option(
-        help="benchmarks (comma-separated): math500, aime24, aime25, amc23, gpqa, testbed (its held-out test split), testbed-train (its train split, e.g. to sample for retraining)",
+        help="benchmarks (comma-separated): math500, aime24, aime25, amc23, gpqa, testbed (its held-out test "
+        "split), testbed-train (its train split, e.g. to sample for retraining)",
         aliases=("--benchmark",),
     )
     systems: list[str] = option(

@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     eval_args = args.eval_args[1:] if args.eval_args[:1] == ["--"] else args.eval_args
 
     sys.path.insert(0, str(Path.cwd()))  # the recorder lives in tests/ (run from the repository root)
-    from tests.fixtures.langsmith.recorder import Recorder
-
     from longshort.cli import app
+    from tests.fixtures.langsmith.recorder import Recorder
 
     start = time.perf_counter()
     with Recorder() as rec:
