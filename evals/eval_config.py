@@ -56,6 +56,9 @@ class EvalConfig:
     device: str | None = option(None, help="for backend hf: cpu or cuda")
     data: Path | None = option(None, help="a local file for a single benchmark (else the Hub)")
     limit: int | None = option(None, help="the first N problems of each benchmark")
+    offset: int = option(
+        0, help="skip the first N problems of each benchmark (with --limit, a slice: shards of one run in parallel)"
+    )
     k: int = option(1, help="samples per problem (Pass@1 = mean over them)", aliases=("-k",))
     temperature: float = option(0.0, help="0 = greedy; k > 1 needs > 0")
     max_turns: int = option(MAX_TURNS, help="Long⊗Short: turns per episode")
@@ -127,6 +130,8 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", key=name)
         if self.limit is not None and self.limit < 0:
             raise ConfigError(f"limit must be >= 0, got {self.limit}", key="limit")
+        if self.offset < 0:
+            raise ConfigError(f"offset must be >= 0, got {self.offset}", key="offset")
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be > 0, got {self.timeout}", key="timeout")
 

@@ -284,7 +284,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool | None = None, say: Callable[[st
     for bench in cfg.benchmarks:
         full = load_benchmark(bench, data=cfg.data)  # hash the whole set: a larger --limit can resume
         hashes[bench] = benchmark_hash(full)
-        selected[bench] = full if cfg.limit is None else full[: cfg.limit]
+        end = None if cfg.limit is None else cfg.offset + cfg.limit
+        selected[bench] = full[cfg.offset : end]
     out.mkdir(parents=True, exist_ok=True)
     check_run_json(out, cfg.fingerprint(hashes), config_dict(cfg))
     save_config(cfg, out / "config.yaml")  # `longshort eval --config OUT/config.yaml` re-runs (resumes) this

@@ -89,7 +89,10 @@ def cli_fields(cls: type) -> list[str]:
     """The fields that get an option: those the config's own classes declare, then its ``cli_fields``."""
     own, foreign = own_fields(cls), foreign_fields(cls)
     names = [n for n in own if n not in foreign] + [n for n in own if n in foreign]  # ours first, then TRL's
-    names += [n for n in getattr(cls, "cli_fields", ()) if n not in own]
+    # an inherited name that this transformers/TRL version lacks (e.g. ``activation_checkpointing``, new in
+    # transformers 5.2x) gets no option rather than breaking every command built from the config
+    present = {f.name for f in dataclasses.fields(cls)}
+    names += [n for n in getattr(cls, "cli_fields", ()) if n not in own and n in present]
     exclude = set(getattr(cls, "cli_exclude", ()))
     return [n for n in names if n not in exclude]
 

@@ -111,6 +111,23 @@ def test_resume_does_not_recompute(first_run, tmp_path, monkeypatch):
 
 
 @needs_data
+def test_offset_selects_a_slice_that_a_shard_resumes(first_run, tmp_path, monkeypatch):
+    """--offset 1 --limit 1 is the second problem alone: its records are already in the run, so nothing runs."""
+    import shutil
+
+    out = tmp_path / "shard"
+    shutil.copytree(first_run, out)
+    ids = [i["id"] for i in json.loads((out / "results.json").read_text())["items"]]
+    monkeypatch.setattr(runner, "_load_agents", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    result = CliRunner().invoke(app, [*_cmd(out), "--offset", "1", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    items = json.loads((out / "results.json").read_text())["items"]
+    assert {i["id"] for i in items} == {ids[-1]} != {ids[0]} and len(items) == 2  # two systems, one problem
+    result = CliRunner().invoke(app, [*_cmd(out), "--offset", "-1"])
+    assert result.exit_code == 2 and "offset must be >= 0" in result.output
+
+
+@needs_data
 def test_truncated_last_line_is_rerun(first_run, tmp_path, monkeypatch):
     import shutil
 

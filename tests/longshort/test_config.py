@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -165,3 +165,19 @@ def test_config_module_imports_nothing_heavy():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_cli_field_this_library_version_lacks_gets_no_option():
+    """``cli_fields`` may name an inherited field that only newer transformers have
+    (``activation_checkpointing``: absent in the GPU image's 5.17); the command must still build."""
+    from longshort.cli._options import cli_fields, config_command
+
+    @dataclasses.dataclass
+    class Old:
+        """A config as an older library gives it."""
+
+        cli_fields: ClassVar[tuple[str, ...]] = ("max_steps", "activation_checkpointing")
+        max_steps: int = dataclasses.field(default=-1, metadata={"help": "steps"})
+
+    assert cli_fields(Old) == ["max_steps"]
+    assert callable(config_command(Old, lambda config: None))

@@ -165,8 +165,8 @@ class SFTRunConfig(SFTConfig):
                 key="completion_only_loss",
             )
         self.completion_only_loss = True
-        if self.activation_checkpointing is None:  # transformers 5's name; TRL's default sits on the old alias
-            self.activation_checkpointing = self.gradient_checkpointing
+        if getattr(self, "activation_checkpointing", False) is None:  # transformers >= 5.2x's name (absent before);
+            self.activation_checkpointing = self.gradient_checkpointing  # TRL's default sits on the old alias
         if self.bf16 is None:  # TRL's default is bf16 everywhere; on a CPU that is slow or unsupported
             import torch
 

@@ -3,8 +3,9 @@
 #   bash training/recipes/gpu_rft.sh OUT [N_PROBLEMS=2000] [K=8]
 #
 # 1. sample the shipped cold-start pair (longshort-sft) at T 0.7, K episodes per problem, on the first
-#    N problems of the testbed's train split, twice side by side: through `longshort eval` (its trace
-#    store) and through LangSmith tracing (langsmith_sample.py: recorded, exported, then imported);
+#    N problems of the testbed's train split (`longshort eval --benchmarks testbed-train`, SHARDS processes),
+#    every episode traced through LangSmith (langsmith_sample.py: recorded, exported, then imported), so
+#    that two stores hold the same episodes: the eval's own and the imported LangSmith export;
 # 2. retrain each agent from each store's correct, well-formed episodes (`train sft --from-traces`,
 #    the cold start's LoRA settings, training/configs/sft/*-lora.yaml, from the shipped reasoner/base);
 # 3. measure each retrained pair greedy on the 500 held-out problems.
@@ -19,17 +20,27 @@ R=${RUNS:-runs/rft} DEVICE=${DEVICE:-cuda} SFT_STEPS=${SFT_STEPS:--1} EVAL_N=${E
 export PYTHONUNBUFFERED=1
 mkdir -p "$R" "$out"
 cpu=(); [ "$DEVICE" = cpu ] && cpu=(--use-cpu)
-sample=(--benchmarks testbed-train --limit "$n" -k "$k" --temperature 0.7 --long-model longshort-sft
-  --systems longshort --device "$DEVICE" --batch-size "${BATCH:-64}" --no-progress)
+shards=${SHARDS:-8}  # sampling processes side by side (the 4M-parameter models leave the GPU mostly idle)
+# turns capped at 512 tokens and episodes at 1,024 (4x the SFT pair's mean): a rambling sample would otherwise
+# hold its whole batch for up to 4,096 decode steps, and an episode cut by a cap is never selected anyway
+sample=(--benchmarks testbed-train -k "$k" --temperature 0.7 --long-model longshort-sft --systems longshort
+  --device "$DEVICE" --batch-size "${BATCH:-32}" --max-tokens-per-turn 512 --max-total-tokens 1024 --no-progress
+  --store "$R/eval.sqlite")
 
 t0=$(date +%s)
-# at most SAMPLE_SECONDS each (SIGINT: eval keeps every finished batch, the recorder writes what it got)
-timeout -s INT "${SAMPLE_SECONDS:-330}" longshort eval "${sample[@]}" --out "$R/eval-sample" > "$out/sample-eval.log" 2>&1 &
-timeout -s INT "${SAMPLE_SECONDS:-330}" python3 training/recipes/langsmith_sample.py --export "$R/export.jsonl" -- "${sample[@]}" --out "$R/ls-sample" \
-  > "$out/sample-langsmith.log" 2>&1 &
-for pid in $(jobs -p); do wait "$pid" || echo "sampling ended with $? (130: stopped at SAMPLE_SECONDS)"; done
-longshort traces import --store "$R/langsmith.sqlite" --file "$R/export.jsonl" 2>&1 | tee "$out/import.log"
-cp "$R/eval-sample/traces.sqlite" "$R/eval.sqlite"
+# Every shard is traced to its own loopback LangSmith endpoint, so both paths hold the same episodes: the eval's
+# store directly, and the LangSmith export imported. At most SAMPLE_SECONDS (SIGINT: eval keeps every finished
+# batch, the recorder writes what it got).
+per=$(( (n + shards - 1) / shards ))
+for ((i = 0; i < shards; i++)); do
+  OMP_NUM_THREADS=1 timeout -s INT "${SAMPLE_SECONDS:-330}" python3 training/recipes/langsmith_sample.py \
+    --export "$R/export-$i.jsonl" -- "${sample[@]}" --offset $((i * per)) --limit "$per" --out "$R/sample-$i" \
+    > "$out/sample-$i.log" 2>&1 &
+done
+for pid in $(jobs -p); do wait "$pid" || echo "a sampling shard ended with $? (130: stopped at SAMPLE_SECONDS)"; done
+for ((i = 0; i < shards; i++)); do
+  longshort traces import --store "$R/langsmith.sqlite" --file "$R/export-$i.jsonl" 2>&1 | tee -a "$out/import.log"
+done
 t1=$(date +%s)
 
 for path in eval langsmith; do
@@ -49,7 +60,7 @@ for pid in $(jobs -p); do wait "$pid" || { tail -n 20 "$out"/measure-*.log; exit
 t3=$(date +%s)
 
 python3 - "$R" "$out/rft.json" "$n" "$k" "$((t1 - t0))" "$((t2 - t1))" "$((t3 - t2))" <<'EOF'
-import json, sys
+import glob, json, sys
 from longshort.store import TraceStore
 from longshort.provenance import run_metadata
 R, dest, n, k, ts, tt, tm = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
@@ -57,10 +68,10 @@ rows = []
 for path in ("eval", "langsmith"):
     info = {a: json.load(open(f"{R}/{path}-{a}/sft_info.json")) for a in ("long", "short")}
     measured = json.load(open(f"{R}/{path}-measure/results.json"))["rows"][0]
-    items = [json.loads(line) for line in open(f"{R}/{'eval' if path == 'eval' else 'ls'}-sample/items.jsonl")]
+    items = [json.loads(line) for f in sorted(glob.glob(f"{R}/sample-*/items.jsonl")) for line in open(f)]
     rows.append({
         "path": path, "sampled_episodes": TraceStore(f"{R}/{path}.sqlite").count(),
-        "sampled_problems": len({i["id"] for i in items}),
+        "sampled_problems": len({i["id"] for i in items}), "sampled_tokens": sum(i["tokens"]["total"] for i in items) / max(len(items), 1),
         "sampled_pass1": sum(bool(i.get("correct")) for i in items) / max(len(items), 1),
         "selected": info["long"]["traces"]["selected"], "dropped": info["long"]["traces"]["dropped"],
         "rows_used": {a: info[a]["rows_used"] for a in info}, "train_loss": {a: info[a]["train_loss"] for a in info},
