@@ -43,34 +43,42 @@ for ((i = 0; i < shards; i++)); do
 done
 t1=$(date +%s)
 
-for path in eval langsmith; do
+# each variant NAME:STORE:OPTIONS trains both agents from STORE; RFT_VARIANTS adds some, e.g. a rank-4 LoRA that
+# fits the 20 MB asset cap: RFT_VARIANTS="eval-r4:eval:--lora-r 4 --lora-alpha 8"
+variants=("eval:eval:" "langsmith:langsmith:")
+[ -n "${RFT_VARIANTS:-}" ] && variants+=("$RFT_VARIANTS")
+for v in "${variants[@]}"; do
+  IFS=: read -r name store extra <<< "$v"
   for agent in long short; do
-    longshort train sft --agent "$agent" --config "training/configs/sft/$agent-lora.yaml" --from-traces "$R/$path.sqlite" \
-      --output-dir "$R/$path-$agent" --max-steps "$SFT_STEPS" "${cpu[@]}" $SFT_ARGS > "$out/train-$path-$agent.log" 2>&1 &
+    # shellcheck disable=SC2086  # SFT_ARGS and a variant's options are lists of options
+    longshort train sft --agent "$agent" --config "training/configs/sft/$agent-lora.yaml" --from-traces "$R/$store.sqlite" \
+      --output-dir "$R/$name-$agent" --max-steps "$SFT_STEPS" "${cpu[@]}" $SFT_ARGS $extra > "$out/train-$name-$agent.log" 2>&1 &
   done
 done
 for pid in $(jobs -p); do wait "$pid" || { tail -n 30 "$out"/train-*.log; exit 1; }; done
 t2=$(date +%s)
 
-for path in eval langsmith; do
-  longshort eval --benchmarks testbed --limit "$EVAL_N" --systems longshort --long-model "$R/$path-long" \
-    --short-model "$R/$path-short" --device "$DEVICE" --no-progress --out "$R/$path-measure" > "$out/measure-$path.log" 2>&1 &
+for v in "${variants[@]}"; do
+  name=${v%%:*}
+  longshort eval --benchmarks testbed --limit "$EVAL_N" --systems longshort --long-model "$R/$name-long" \
+    --short-model "$R/$name-short" --device "$DEVICE" --no-progress --out "$R/$name-measure" > "$out/measure-$name.log" 2>&1 &
 done
 for pid in $(jobs -p); do wait "$pid" || { tail -n 20 "$out"/measure-*.log; exit 1; }; done
 t3=$(date +%s)
 
-python3 - "$R" "$out/rft.json" "$n" "$k" "$((t1 - t0))" "$((t2 - t1))" "$((t3 - t2))" <<'EOF'
+python3 - "$R" "$out/rft.json" "$n" "$k" "$((t1 - t0))" "$((t2 - t1))" "$((t3 - t2))" "${variants[@]}" <<'EOF'
 import glob, json, sys
 from longshort.store import TraceStore
 from longshort.provenance import run_metadata
-R, dest, n, k, ts, tt, tm = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+R, dest, n, k, ts, tt, tm = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
 rows = []
-for path in ("eval", "langsmith"):
+for variant in sys.argv[8:]:
+    path, store, extra = variant.split(":", 2)
     info = {a: json.load(open(f"{R}/{path}-{a}/sft_info.json")) for a in ("long", "short")}
     measured = json.load(open(f"{R}/{path}-measure/results.json"))["rows"][0]
     items = [json.loads(line) for f in sorted(glob.glob(f"{R}/sample-*/items.jsonl")) for line in open(f)]
     rows.append({
-        "path": path, "sampled_episodes": TraceStore(f"{R}/{path}.sqlite").count(),
+        "path": path, "store": store, "options": extra, "sampled_episodes": TraceStore(f"{R}/{store}.sqlite").count(),
         "sampled_problems": len({i["id"] for i in items}), "sampled_tokens": sum(i["tokens"]["total"] for i in items) / max(len(items), 1),
         "sampled_pass1": sum(bool(i.get("correct")) for i in items) / max(len(items), 1),
         "selected": info["long"]["traces"]["selected"], "dropped": info["long"]["traces"]["dropped"],
@@ -82,6 +90,5 @@ json.dump({"rows": rows, "n_problems": n, "k": k, "seconds": {"sample": ts, "tra
            **run_metadata()}, open(dest, "w"), indent=1)
 EOF
 mkdir -p "$R/logs" && mv "$out"/*.log "$R/logs/"  # OUT keeps few files: the logs travel in the archive
-tar czf "$out/rft.tgz" -C "$R" --exclude='*/checkpoint-*' logs eval-long eval-short langsmith-long langsmith-short \
-  eval-measure/results.json langsmith-measure/results.json
+tar czf "$out/rft.tgz" -C "$R" --exclude='*/checkpoint-*' logs $(for v in "${variants[@]}"; do nm=${v%%:*}; echo "$nm-long $nm-short $nm-measure/results.json"; done)
 ls -la "$out"
