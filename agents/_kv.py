@@ -96,6 +96,9 @@ class PrefixStore:
     version: the newest it was told of). A lookup or a store at a newer version drops every entry;
     KV computed with an older version is neither stored nor served. So after the weights change
     (RL) stale KV cannot come back, not even from a batch that was still running with the old ones.
+
+    A lookup costs one dict probe per distinct stored key length, not one comparison of ids per
+    stored key: keys are indexed by (length, last two ids), and only a probe that hits compares ids.
     """
 
     def __init__(self, max_tokens: int) -> None:
@@ -105,13 +108,18 @@ class PrefixStore:
         self.tokens = 0
         self.version = 0  # the newest weights version seen
         self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._index: dict[tuple[int, int, int], list[tuple[int, ...]]] = {}  # _slot(key) -> keys
+        self._lengths: dict[int, int] = {}  # key length -> how many keys have it
 
     def put(self, ids: tuple[int, ...], layers: list[tuple[torch.Tensor, torch.Tensor]], *, version: int = 0) -> None:
         if not self._current(version) or not ids or len(ids) > self.max_tokens:
             return
-        for key in [k for k in self.entries if len(k) <= len(ids) and ids[: len(k)] == k]:
-            self._drop(key)  # a shorter prefix of the same document is now redundant
+        # a shorter prefix of the same document (or the same key again) is now redundant
+        for key in self._stored_prefixes(ids, len(ids) + 1):
+            self._drop(key)
         self.entries[ids] = layers
+        self._index.setdefault(_slot(ids, len(ids)), []).append(ids)
+        self._lengths[len(ids)] = self._lengths.get(len(ids), 0) + 1
         self.tokens += len(ids)
         while self.tokens > self.max_tokens:
             self._drop(next(iter(self.entries)))
@@ -122,28 +130,53 @@ class PrefixStore:
         """The longest stored key that is a proper prefix of ``prompt`` (one token must stay to feed)."""
         if not self._current(version):
             return None
-        best: tuple[int, ...] | None = None
-        n = len(prompt)
-        for key in self.entries:
-            k = len(key)
-            if k < n and (best is None or k > len(best)) and key[-1] == prompt[k - 1] and tuple(prompt[:k]) == key:
-                best = key
-        if best is None:
+        found = self._stored_prefixes(prompt, len(prompt))
+        if not found:
             return None
+        best = found[-1]
         self.entries.move_to_end(best)
         return len(best), self.entries[best]
+
+    def _stored_prefixes(self, ids, below: int) -> list[tuple[int, ...]]:
+        """Stored keys equal to ``ids[:k]`` for some k < ``below``, shortest first."""
+        limit = min(below - 1, len(ids))
+        found = []
+        for k in self._lengths:
+            if k <= limit:
+                keys = self._index.get(_slot(ids, k))
+                if keys:
+                    prefix = tuple(ids[:k])
+                    found.extend(key for key in keys if key == prefix)
+        found.sort(key=len)
+        return found
 
     def _current(self, version: int) -> bool:
         """Whether ``version`` is the newest seen; a newer one first drops every entry (all older)."""
         if version > self.version:
             self.entries.clear()
+            self._index.clear()
+            self._lengths.clear()
             self.tokens = 0
             self.version = version
         return version == self.version
 
     def _drop(self, key: tuple[int, ...]) -> None:
-        self.tokens -= len(key)
+        n = len(key)
+        self.tokens -= n
         del self.entries[key]
+        slot = _slot(key, n)
+        keys = self._index[slot]
+        keys.remove(key)
+        if not keys:
+            del self._index[slot]
+        self._lengths[n] -= 1
+        if not self._lengths[n]:
+            del self._lengths[n]
+
+
+def _slot(ids, k: int) -> tuple[int, int, int]:
+    """Where PrefixStore indexes ``ids[:k]``: its length and last two ids."""
+    return k, ids[k - 1], ids[k - 2] if k > 1 else -1
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
