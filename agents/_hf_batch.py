@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,8 @@ class _Job:
         "_uniforms",
         "enqueued_at",
         "stream",
+        "done",
+        "__weakref__",
     )
 
     def __init__(
@@ -70,6 +73,10 @@ class _Job:
         #: the text pieces of a request with an ``on_token`` hook (None: nobody listens, nothing decoded)
         self.stream = stream
         self.future: concurrent.futures.Future[GenerationResult] = concurrent.futures.Future()
+        #: ``future.done()`` without its lock, for the per-row checks of every decode step: set by a
+        #: done callback (on a result, an exception or a caller's cancel, in the thread that did it)
+        self.done = False
+        self.future.add_done_callback(_DoneFlag(self))
         self.enqueued_at = time.monotonic()
         self.reset()
 
@@ -93,6 +100,20 @@ class _Job:
             assert self._generator is not None
             self._uniforms = torch.rand(_UNIFORM_CHUNK, generator=self._generator).tolist()[::-1]
         return self._uniforms.pop()
+
+
+class _DoneFlag:
+    """A future's done callback that sets its job's ``done`` (holding the job only weakly)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job: _Job) -> None:
+        self.job = weakref.ref(job)
+
+    def __call__(self, future: concurrent.futures.Future) -> None:
+        job = self.job()
+        if job is not None:
+            job.done = True
 
 
 #: per-row tensors of a batch, all indexed by row (dim 0)
@@ -133,7 +154,7 @@ class _Batch:
     @property
     def live(self) -> int:
         """Rows still generating (finished rows may stay a while as placeholders)."""
-        return sum(not j.future.done() for j in self.jobs)
+        return sum(not j.done for j in self.jobs)
 
     def refresh(self) -> None:
         """Recompute the row groups used by sampling and stop checks (python work per composition)."""
@@ -185,34 +206,44 @@ def keep_rows(batch: _Batch, keep: list[int], *, plain_cache: bool) -> _Batch | 
 
 def merge_batches(a: _Batch | None, b: _Batch | None) -> _Batch | None:
     """Stack two batches' rows into ``a``: left-pad the shorter cache and mask to a common width."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    width = max(a.mask.shape[1], b.mask.shape[1])
-    pad_a, pad_b = width - a.mask.shape[1], width - b.mask.shape[1]
+    return merge_all([a, b])
+
+
+def merge_all(batches: list[_Batch | None]) -> _Batch | None:
+    """Stack the rows of ``batches`` (in order) into the first one, with one copy of each tensor.
+
+    Left-pads every cache and mask to the widest; ``None`` entries are skipped. Merging k batches
+    one pair at a time would copy the growing result k times (and regroup its rows k times).
+    """
+    parts = [x for x in batches if x is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    a = parts[0]
+    width = max(x.mask.shape[1] for x in parts)
+    pads = [width - x.mask.shape[1] for x in parts]
     layers = []  # build everything first: a failure here must not leave ``a`` half-merged
-    for la, lb in zip(a.cache.layers, b.cache.layers, strict=True):
-        keys = torch.cat([F.pad(la.keys, (0, 0, pad_a, 0)), F.pad(lb.keys, (0, 0, pad_b, 0))])
-        values = torch.cat([F.pad(la.values, (0, 0, pad_a, 0)), F.pad(lb.values, (0, 0, pad_b, 0))])
+    for group in zip(*(x.cache.layers for x in parts), strict=True):
+        keys = torch.cat(
+            [F.pad(la.keys, (0, 0, pad, 0)) if pad else la.keys for la, pad in zip(group, pads, strict=True)]
+        )
+        values = torch.cat(
+            [F.pad(la.values, (0, 0, pad, 0)) if pad else la.values for la, pad in zip(group, pads, strict=True)]
+        )
         layers.append((keys, values))
-    n_stop = max(a.stop_ids.shape[1], b.stop_ids.shape[1])
+    n_stop = max(x.stop_ids.shape[1] for x in parts)
     fields = {
-        "mask": torch.cat([F.pad(a.mask, (pad_a, 0)), F.pad(b.mask, (pad_b, 0))]),
-        "stop_ids": torch.cat(
-            [
-                F.pad(a.stop_ids, (0, n_stop - a.stop_ids.shape[1]), value=-1),
-                F.pad(b.stop_ids, (0, n_stop - b.stop_ids.shape[1]), value=-1),
-            ]
-        ),
+        "mask": torch.cat([F.pad(x.mask, (pad, 0)) if pad else x.mask for x, pad in zip(parts, pads, strict=True)]),
+        "stop_ids": torch.cat([F.pad(x.stop_ids, (0, n_stop - x.stop_ids.shape[1]), value=-1) for x in parts]),
     }
     for name in _ROW_FIELDS:
         if name not in fields:
-            fields[name] = torch.cat([getattr(a, name), getattr(b, name)])
+            fields[name] = torch.cat([getattr(x, name) for x in parts])
     for layer, (keys, values) in zip(a.cache.layers, layers, strict=True):
         layer.keys, layer.values = keys, values
     for name, value in fields.items():
         setattr(a, name, value)
-    a.jobs = a.jobs + b.jobs
+    a.jobs = [job for x in parts for job in x.jobs]
     a.refresh()
     return a

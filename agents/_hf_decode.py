@@ -196,42 +196,59 @@ class _Decoding:
         self._stats["decode_steps"] += 1
         return logits
 
-    def _sample(self, batch: _Batch, logits: torch.Tensor) -> torch.Tensor:
+    def _sample(self, batch: _Batch, logits: torch.Tensor, scaled: torch.Tensor) -> torch.Tensor:
         """Greedy argmax, then inverse-CDF sampling for rows with temperature > 0.
 
-        Every sampled row consumes one uniform per step: seeded rows from their own generator (so a
-        seed's sample does not depend on the batch), the rest from one batched ``torch.rand``.
+        ``scaled`` is ``logits / T`` (T = 1.0 in greedy rows). Every sampled row consumes one
+        uniform per step: seeded rows from their own generator (so a seed's sample does not depend
+        on the batch), the rest from one batched ``torch.rand``. When every row samples (or every
+        sampled row has the same top-p kind) the row subsets are the whole batch and are not copied.
         """
-        tok = logits.argmax(dim=-1)
         rows = batch.sampled_rows
         if rows is None:
-            return tok
-        scaled = logits.index_select(0, rows) / batch.temp.index_select(0, rows)[:, None]
+            return logits.argmax(dim=-1)
+        every = rows.numel() == batch.size
+        if not every:
+            scaled = scaled.index_select(0, rows)
         u = torch.rand(rows.numel(), device=logits.device)
         if batch.seeded_pos is not None:
             draws = torch.tensor([j.next_uniform() for j in batch.seeded_jobs], dtype=torch.float32)
-            u[batch.seeded_pos] = draws.to(logits.device)
-        picked = torch.empty_like(rows)
-        if batch.full_pos is not None:
-            probs = torch.softmax(scaled.index_select(0, batch.full_pos), dim=-1)
-            picked[batch.full_pos] = _inverse_cdf(probs, u.index_select(0, batch.full_pos))
-        if batch.topp_pos is not None:
-            top_p = batch.top_p.index_select(0, rows).index_select(0, batch.topp_pos)
-            sorted_logits, order = scaled.index_select(0, batch.topp_pos).sort(dim=-1, descending=True)
+            if len(batch.seeded_jobs) == rows.numel():
+                u = draws.to(logits.device)
+            else:
+                u[batch.seeded_pos] = draws.to(logits.device)
+        full, topp = batch.full_pos, batch.topp_pos
+        if topp is None:  # every sampled row is top-p 1
+            picked = _inverse_cdf(torch.softmax(scaled, dim=-1), u)
+        else:
+            picked = torch.empty_like(rows)
+            if full is not None:
+                probs = torch.softmax(scaled.index_select(0, full), dim=-1)
+                picked[full] = _inverse_cdf(probs, u.index_select(0, full))
+            top_p = batch.top_p.index_select(0, rows).index_select(0, topp)
+            sub = scaled if full is None else scaled.index_select(0, topp)
+            sorted_logits, order = sub.sort(dim=-1, descending=True)
             probs = torch.softmax(sorted_logits, dim=-1)
             # drop tokens whose preceding mass already exceeds top_p (the top token always stays)
             probs = probs.masked_fill((probs.cumsum(dim=-1) - probs) > top_p[:, None], 0.0)
-            choice = _inverse_cdf(probs, u.index_select(0, batch.topp_pos))
-            picked[batch.topp_pos] = order.gather(1, choice[:, None]).squeeze(1)
+            choice = _inverse_cdf(probs, u if full is None else u.index_select(0, topp))
+            picked_topp = order.gather(1, choice[:, None]).squeeze(1)
+            if full is None:
+                picked = picked_topp
+            else:
+                picked[topp] = picked_topp
+        if every:
+            return picked
+        tok = logits.argmax(dim=-1)
         tok[rows] = picked
         return tok
 
     def _step(self, batch: _Batch, logits: torch.Tensor) -> dict[int, str]:
         """Sample one token per row and record it; return {row: finish reason} of the rows that stopped."""
         logits = logits.float()
-        tok = self._sample(batch, logits)
-        # the logprob under the distribution sampled from: logits / T (T is 1.0 in greedy rows)
+        # the distribution sampled from, and the logprobs': logits / T (T is 1.0 in greedy rows)
         scaled = logits if batch.sampled_rows is None else logits / batch.temp[:, None]
+        tok = self._sample(batch, logits, scaled)
         logprob = scaled.gather(1, tok[:, None]).squeeze(1) - torch.logsumexp(scaled, dim=-1)
         batch.n_gen += 1
         batch.next_tok = tok
@@ -245,18 +262,18 @@ class _Decoding:
         done: dict[int, str] = {}
         fed = 0
         for row, (job, t, lp, c) in enumerate(zip(batch.jobs, toks, lps, codes, strict=True)):
-            if job.future.done():  # finished earlier and kept as a placeholder row, or cancelled
+            if job.done:  # finished earlier and kept as a placeholder row, or cancelled
                 continue
             fed += 1
-            if c == 1:
-                done[row] = "eos"  # the eos token is not part of the output
-                continue
+            if c:
+                if c == 1:
+                    done[row] = "eos"  # the eos token is not part of the output
+                    continue
+                done[row] = "stop" if c == 2 else "length"
             job.ids.append(t)
             job.logprobs.append(lp)
-            if c:
-                done[row] = "stop" if c == 2 else "length"
         for row, job in batch.text_rows:
-            if job.future.done() or codes[row] == 1:  # a placeholder row, or the eos (not part of the output)
+            if job.done or codes[row] == 1:  # a placeholder row, or the eos (not part of the output)
                 continue
             if job.plan.triggers is not None and toks[row] not in job.plan.triggers:
                 continue
@@ -264,7 +281,7 @@ class _Decoding:
             if any(s in tail for s in job.plan.texts):
                 done[row] = "stop"
         for row, job in batch.stream_rows:  # empty unless someone listens: no decoding otherwise
-            if job.future.done() or codes[row] == 1:
+            if job.done or codes[row] == 1:
                 continue
             job.stream.push(toks[row])
         self._stats["generated_tokens"] += fed

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from longshort.agents._hf_batch import _Batch, _Job, keep_rows, merge_batches
+from longshort.agents._hf_batch import _Batch, _Job, keep_rows, merge_all, merge_batches
 from longshort.agents._hf_decode import _Decoding
 from longshort.agents._hf_load import _describe
 from longshort.agents._kv import PrefixStore, attention_kernels
@@ -246,7 +246,7 @@ class _Scheduler(_Decoding):
         """
         if not self._plain_cache:
             return self._prefill_group(jobs)
-        batch: _Batch | None = None
+        parts: list[_Batch | None] = []  # merged once at the end: one copy of the KV, not one per part
         if self._prefix is not None:
             version = self._weights_version  # only KV computed with the current weights is served
             misses = []
@@ -255,21 +255,22 @@ class _Scheduler(_Decoding):
                 if hit is None:
                     misses.append(job)
                 else:
-                    batch = self._merge(batch, self._prefill_from_prefix(job, *hit, version))
+                    parts.append(self._prefill_from_prefix(job, *hit, version))
             jobs = misses
             if not jobs:
-                return batch
+                return merge_all(parts)
         group: list[_Job] = []
         rows: set[tuple[int, ...]] = set()  # distinct prompts in the group: the rows a prefill computes
         # similar lengths → less padding; equal prompts adjacent → computed once when shared
         for job in sorted(jobs, key=lambda j: (len(j.prompt), j.prompt)):
             key = tuple(job.prompt) if self.share_prefills else (id(job),)
             if group and key not in rows and (len(rows) + 1) * len(job.prompt) > self.max_prefill_tokens:
-                batch = self._merge(batch, self._prefill_group(group))
+                parts.append(self._prefill_group(group))
                 group, rows = [], set()
             group.append(job)
             rows.add(key)
-        return self._merge(batch, self._prefill_group(group))
+        parts.append(self._prefill_group(group))
+        return merge_all(parts)
 
     def _prefill_group(self, jobs: list[_Job]) -> _Batch | None:
         """One prefill forward; if it fails, retry each job alone so only the culprit errors."""
@@ -313,7 +314,7 @@ class _Scheduler(_Decoding):
             self._finish(batch.jobs[row], reason)
         # Dropping rows copies the whole KV; finished rows stay as placeholders until they are an
         # eighth of the batch (they cost one wasted row of compute each meanwhile).
-        keep = [r for r, j in enumerate(batch.jobs) if not j.future.done()]
+        keep = [r for r, j in enumerate(batch.jobs) if not j.done]
         if len(batch.jobs) - len(keep) < max(1, batch.size // 8) and keep:
             return batch
         return self._select(batch, keep)
