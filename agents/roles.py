@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
 
 from longshort.agents.base import Backend
 from longshort.protocol import OPEN_TAG, STOP_STRINGS, SYSTEM_PROMPTS, Role
+
+#: questions whose prompt ids an agent keeps (an eval's batch of episodes in flight, with room)
+_PROMPT_CACHE_SIZE = 4096
 
 #: How a chat backend (no token-level continuation) is shown the shared transcript.
 HISTORY_TEMPLATE = "{question}\n\nThe transcript so far:\n{document}\n\nContinue with your next turn."
@@ -26,6 +31,9 @@ class Agent:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    #: the chat prompt's ids per question (one render of the template per question, not per turn)
+    _prompts: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _prompts_for: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in ("long", "short"):
@@ -46,9 +54,21 @@ class Agent:
 
     def prompt_ids(self, question: str) -> list[int]:
         """System prompt + question through the model's chat template, ready for the assistant."""
-        if self.backend.tokenizer is None:
+        tokenizer = self.backend.tokenizer
+        if tokenizer is None:
             raise TypeError("prompt_ids needs a token-level backend")
-        return chat_prompt_ids(self.backend.tokenizer, self.prompt_messages(question))
+        key = (tokenizer, self.system_prompt)
+        if self._prompts_for is None or self._prompts_for[0] is not tokenizer or self._prompts_for[1] != key[1]:
+            self._prompts.clear()  # another tokenizer or system prompt: nothing cached applies
+            self._prompts_for = key
+        ids = self._prompts.get(question)
+        if ids is None:
+            ids = tuple(chat_prompt_ids(tokenizer, self.prompt_messages(question)))
+            if len(self._prompts) >= _PROMPT_CACHE_SIZE:
+                with contextlib.suppress(RuntimeError, StopIteration):  # another thread got there first
+                    self._prompts.pop(next(iter(self._prompts)), None)
+            self._prompts[question] = ids
+        return list(ids)
 
     def view_messages(self, question: str, document: str) -> list[dict[str, str]]:
         """The chat-backend view: the transcript rendered into the user message."""
