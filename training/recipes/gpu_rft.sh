@@ -71,12 +71,12 @@ import glob, json, sys
 from longshort.store import TraceStore
 from longshort.provenance import run_metadata
 R, dest, n, k, ts, tt, tm = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
+items = [json.loads(line) for f in sorted(glob.glob(f"{R}/sample-*/items.jsonl")) for line in open(f)]  # shared
 rows = []
 for variant in sys.argv[8:]:
     path, store, extra = variant.split(":", 2)
     info = {a: json.load(open(f"{R}/{path}-{a}/sft_info.json")) for a in ("long", "short")}
     measured = json.load(open(f"{R}/{path}-measure/results.json"))["rows"][0]
-    items = [json.loads(line) for f in sorted(glob.glob(f"{R}/sample-*/items.jsonl")) for line in open(f)]
     rows.append({
         "path": path, "store": store, "options": extra, "sampled_episodes": TraceStore(f"{R}/{store}.sqlite").count(),
         "sampled_problems": len({i["id"] for i in items}), "sampled_tokens": sum(i["tokens"]["total"] for i in items) / max(len(items), 1),

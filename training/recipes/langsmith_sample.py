@@ -17,7 +17,6 @@ test code, not part of the package).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.path.insert(0, str(Path.cwd()))  # the recorder lives in tests/ (run from the repository root)
     from longshort.cli import app
-    from tests.fixtures.langsmith.recorder import Recorder
+    from tests.fixtures.langsmith.recorder import Recorder, write_export
 
     start = time.perf_counter()
     with Recorder() as rec:
@@ -47,11 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             rec.flush()
         runs = rec.runs()
     args.export.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.export.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for run in runs:
-            f.write(json.dumps(run, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(args.export)
+    write_export(runs, args.export)
     print(
         f"{len(runs)} runs ({rec.bytes / 1e6:.1f} MB uploaded) -> {args.export} "
         f"({args.export.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.0f} s"
