@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from longshort.agents._hf_batch import _Batch, _Job, _StopPlan
+from longshort.agents._hf_slots import _SlotBatch, decode_logits
 from longshort.agents._kv import growing_cache, select_rows
 from longshort.agents.base import GenerationResult
 from longshort.protocol import clean_text
@@ -189,9 +190,12 @@ class _Decoding:
         return batch
 
     def _decode_forward(self, batch: _Batch) -> torch.Tensor:
-        """Feed every row's pending token (one new mask column), return the next logits."""
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(batch.size, 1)], dim=1)
-        logits = self._forward(batch.next_tok[:, None], batch.mask, batch.pos[:, None], batch.cache)
+        """Feed every row's pending token (one new mask column, or its slot's next column), return the next logits."""
+        if isinstance(batch, _SlotBatch):
+            logits = decode_logits(batch, self._forward)
+        else:
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(batch.size, 1)], dim=1)
+            logits = self._forward(batch.next_tok[:, None], batch.mask, batch.pos[:, None], batch.cache)
         batch.pos += 1
         self._stats["decode_steps"] += 1
         return logits

@@ -26,6 +26,7 @@ import torch
 from longshort.agents._hf_batch import _Batch, _Job, keep_rows, merge_all, merge_batches
 from longshort.agents._hf_decode import _Decoding
 from longshort.agents._hf_load import _describe
+from longshort.agents._hf_slots import SlotPool, _SlotBatch, place, release
 from longshort.agents._kv import PrefixStore, attention_kernels
 from longshort.agents.base import GenerationResult
 
@@ -110,6 +111,7 @@ class _Scheduler(_Decoding):
     continuous: bool
     _plain_cache: bool
     _prefix: PrefixStore | None
+    _slots: SlotPool | None  # the static KV layout the decode steps run over (None: the dynamic one)
     _box: _Mailbox
     #: ``torch.inference_mode`` for a model the backend loaded, ``torch.no_grad`` for an adopted one
     _grad_off: Callable[[], contextlib.AbstractContextManager]
@@ -172,7 +174,7 @@ class _Scheduler(_Decoding):
     def _run(self, jobs: list[_Job]) -> None:
         """Prefill ``jobs`` and decode until the batch is empty, admitting newcomers when continuous."""
         box = self._box
-        batch = self._start(jobs)
+        batch = self._place(None, self._start(jobs))
         cap = self.max_batch_size  # lowered when admitting more rows ran out of memory
         while not box.closed:
             if batch is not None and box.cancel_seen:
@@ -220,10 +222,10 @@ class _Scheduler(_Decoding):
         back at the front of the queue, to be admitted when rows have finished.
         """
         if batch is None:
-            return self._start(new)
+            return self._place(None, self._start(new))
         started = self._start(new)
         try:
-            merged = self._merge(batch, started)
+            merged = self._place(batch, started)
             self._stats["admitted_mid_batch"] += len(new)
             return merged
         except Exception as e:  # typically CUDA out of memory; the running batch is untouched
@@ -315,7 +317,8 @@ class _Scheduler(_Decoding):
         # Dropping rows copies the whole KV; finished rows stay as placeholders until they are an
         # eighth of the batch (they cost one wasted row of compute each meanwhile).
         keep = [r for r, j in enumerate(batch.jobs) if not j.done]
-        if len(batch.jobs) - len(keep) < max(1, batch.size // 8) and keep:
+        slots = isinstance(batch, _SlotBatch)  # freeing a slot copies nothing: always at once
+        if not slots and len(batch.jobs) - len(keep) < max(1, batch.size // 8) and keep:
             return batch
         return self._select(batch, keep)
 
@@ -328,17 +331,22 @@ class _Scheduler(_Decoding):
         if self._prefix is None:
             return
         try:
+            slots = batch.pool if isinstance(batch, _SlotBatch) else None
             width = batch.mask.shape[1]
-            counts = batch.mask.sum(dim=1).tolist()
+            # the columns each row has fed: its position in a slot, its mask's ones otherwise
+            counts = (batch.pos if slots is not None else batch.mask.sum(dim=1)).tolist()
             for row in rows:
                 job, n = batch.jobs[row], int(counts[row])
                 if job.kv_version != self._weights_version:
                     continue
                 fed = tuple((job.prompt + job.ids)[:n])
-                layers = [
-                    (layer.keys[row, :, width - n :].clone(), layer.values[row, :, width - n :].clone())
-                    for layer in batch.cache.layers
-                ]
+                if slots is not None:
+                    layers = slots.row_kv(row, n)
+                else:
+                    layers = [
+                        (layer.keys[row, :, width - n :].clone(), layer.values[row, :, width - n :].clone())
+                        for layer in batch.cache.layers
+                    ]
                 self._prefix.put(fed, layers, version=job.kv_version)
         except Exception:  # the cache is an optimisation: never let it fail a request
             logger.debug("could not keep a finished row's KV", exc_info=True)
@@ -361,7 +369,26 @@ class _Scheduler(_Decoding):
     # ------------------------------------------------------------------ batch surgery
 
     def _select(self, batch: _Batch, keep: list[int]) -> _Batch | None:
+        if isinstance(batch, _SlotBatch):
+            return release(batch, keep)
         return keep_rows(batch, keep, plain_cache=self._plain_cache)
+
+    def _place(self, batch: _Batch | None, started: _Batch | None) -> _Batch | None:
+        """Add freshly prefilled rows to the running batch: into free slots, or by a merge.
+
+        The first rows of a run go into the slot pool when there is one; if that fails (no memory
+        for the pool) this run decodes in the dynamic layout instead (``slot_fallbacks``).
+        """
+        if isinstance(batch, _SlotBatch):
+            return place(batch.pool, batch, started)
+        if batch is None and self._slots is not None and started is not None:
+            try:
+                return place(self._slots, None, started)
+            except Exception as e:
+                logger.warning("TransformersBackend: no room for the KV slots (%s); dynamic layout", _describe(e))
+                self._stats["slot_fallbacks"] += 1
+                self._after_failure()
+        return self._merge(batch, started)
 
     def _merge(self, a: _Batch | None, b: _Batch | None) -> _Batch | None:
         return merge_batches(a, b)

@@ -32,6 +32,7 @@ from longshort.agents._hf_batch import _Job, _StopPlan
 from longshort.agents._hf_decode import _StopPlanner
 from longshort.agents._hf_load import _adopted_device, _load_model, _load_tokenizer, _resolve_dtype
 from longshort.agents._hf_scheduler import _Closed, _Mailbox, _Scheduler, _set_exception, _worker_entry
+from longshort.agents._hf_slots import SlotPool, supports_slots
 from longshort.agents._kv import PrefixStore
 from longshort.agents.base import Backend, GenerationRequest, GenerationResult, IncrementalDetokenizer
 
@@ -91,6 +92,7 @@ class TransformersBackend(_Scheduler, Backend):
         max_prefill_tokens: int = 32768,
         prefix_cache_tokens: int = 65536,
         share_prefills: bool = True,
+        cuda_graphs: bool | None = None,
     ) -> None:
         """Load (or adopt) the model and tokenizer and start the worker.
 
@@ -101,6 +103,13 @@ class TransformersBackend(_Scheduler, Backend):
         new tail; 0 turns the prefix cache off. With ``share_prefills``, requests in one prefill
         with the same prompt (N samples of one prefix, as in Monte Carlo rollouts) compute it once
         and copy its KV to their rows.
+
+        ``cuda_graphs`` decodes over preallocated KV slots and replays each decode step as a CUDA
+        graph (``_hf_slots``): ``None`` (default) turns it on for a model this backend loaded onto a
+        CUDA device, off for an adopted instance (a model being trained changes mode and hooks
+        under the backend); ``True`` on a CPU device runs the same slot layout eagerly. With
+        ``cuda_graphs=None``, the environment variable ``LONGSHORT_CUDA_GRAPHS=0`` (or ``1``) decides
+        for every backend of a process and its children (the CLI's commands included).
         """
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -158,6 +167,7 @@ class TransformersBackend(_Scheduler, Backend):
         self._prefix = PrefixStore(prefix_cache_tokens) if prefix_cache_tokens > 0 and self._plain_cache else None
         self._weights_version = 0
         self._version_lock = threading.Lock()
+        self._slots = self._slot_pool(loaded, cuda_graphs, adopted=not isinstance(model, (str, os.PathLike)))
 
         eos: set[int] = set()
         for value in (tok.eos_token_id, getattr(loaded.generation_config, "eos_token_id", None)):
@@ -185,6 +195,7 @@ class TransformersBackend(_Scheduler, Backend):
                 "admissions_deferred",
                 "errors",
                 "generated_tokens",
+                "slot_fallbacks",
             ),
             0,
         )
@@ -209,7 +220,22 @@ class TransformersBackend(_Scheduler, Backend):
     @property
     def stats(self) -> dict[str, int]:
         """Counters of the worker's activity (a copy): prefills, decode steps, mid-batch admissions…"""
-        return dict(self._stats)
+        pool = getattr(self, "_slots", None)
+        return {**self._stats, **(pool.stats if pool is not None else SlotPool.no_stats())}
+
+    def _slot_pool(self, model, cuda_graphs: bool | None, *, adopted: bool) -> SlotPool | None:
+        """The KV slot pool the decode steps run over, or ``None`` for the dynamic layout."""
+        if cuda_graphs is None and os.environ.get("LONGSHORT_CUDA_GRAPHS", "") in ("0", "1"):
+            cuda_graphs = os.environ["LONGSHORT_CUDA_GRAPHS"] == "1"  # every backend of a run, from outside
+        wanted = cuda_graphs if cuda_graphs is not None else (self.device.type == "cuda" and not adopted)
+        if not wanted:
+            return None
+        why = supports_slots(model) if self._plain_cache else "its cache is not plain full attention"
+        if why is not None:
+            if cuda_graphs:
+                logger.warning("TransformersBackend: %s cannot decode over KV slots (%s); eager", self.model_id, why)
+            return None
+        return SlotPool(model, self.device, slots=self.max_batch_size, max_context=self.max_context, graphs=True)
 
     @property
     def weights_version(self) -> int:
@@ -258,6 +284,8 @@ class TransformersBackend(_Scheduler, Backend):
             worker.join(timeout)
         if not worker.is_alive():
             self.model = None  # release the weights (the tokenizer is small and still useful)
+            if self._slots is not None:
+                self._slots.close()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 

@@ -138,6 +138,8 @@ def load_backend(
         if is_adapter(model):  # merged on load; CPU inference in float32 as for full models
             dev = device or _default_device()
             merged = load_trained(model, dtype="float32" if dev == "cpu" else None, device=dev)
+            # the merged model is this backend's own, not one being trained: graphs as for a path
+            local_options.setdefault("cuda_graphs", str(dev).startswith("cuda"))
             return TransformersBackend(merged, tokenizer_path(model), **local_options)
         return TransformersBackend(model, device=device, **local_options)
     if kind == "hf-process":
