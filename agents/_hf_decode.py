@@ -98,19 +98,14 @@ class _Decoding:
     _eos: torch.Tensor
     _pad_id: int
     _logits_to_keep: bool
+    _cache_kwarg: str
     _weights_version: int
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
         assert self.model is not None
         extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=cache,
-            use_cache=True,
-            **extra,
-        )
+        extra[self._cache_kwarg] = cache
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **extra)
         return out.logits[:, -1, :]
 
     def _prefill(self, jobs: list[_Job]) -> tuple[_Batch, torch.Tensor]:

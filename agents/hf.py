@@ -204,7 +204,10 @@ class TransformersBackend(_Scheduler, Backend):
         # A PEFT model's forward takes **kwargs and hands them to its base model: ask the base (else every
         # prefill of an adapter being trained computes logits at all positions)
         core = loaded.get_base_model() if hasattr(loaded, "get_base_model") else loaded
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(core.forward).parameters
+        params = inspect.signature(core.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in params
+        # transformers 5.25 renamed past_key_values to cache (the old name warns, and goes in 5.40)
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._box = _Mailbox()
         self._worker = threading.Thread(
             target=_worker_entry,

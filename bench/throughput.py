@@ -77,7 +77,6 @@ from longshort.protocol import SYSTEM_PROMPTS
 from longshort.provenance import device_name, run_metadata, write_json_atomic
 
 BASELINES = ("generate", "static", "continuous")
-_CONTINUOUS_TIMEOUT_S = 900.0  # one continuous-batching pass; a stuck manager becomes a skip, not a hang
 
 
 def random_model_dir(hidden: int, layers: int) -> str:
@@ -225,7 +224,9 @@ def run_static(agent, qs, lengths: list[int], batch_size: int, temperature: floa
     }
 
 
-def run_continuous(agent, qs, lengths: list[int], warm_qs, max_batch_size: int, temperature: float) -> dict:
+def run_continuous(
+    agent, qs, lengths: list[int], warm_qs, max_batch_size: int, temperature: float, timeout_s: float = 900.0
+) -> dict:
     """transformers' continuous batching: every row submitted at once with its own length, EOS off.
 
     One manager session: set-up and transformers' own warm-up (CUDA-graph capture), an untimed pass
@@ -264,10 +265,10 @@ def run_continuous(agent, qs, lengths: list[int], warm_qs, max_batch_size: int, 
             ) as manager,
         ):
             start = time.perf_counter()
-            _continuous_pass(manager, warm, "warm")
+            _continuous_pass(manager, warm, "warm", timeout_s)
             _sync(device)
             middle = time.perf_counter()
-            counts = _continuous_pass(manager, rows, "timed")
+            counts = _continuous_pass(manager, rows, "timed", timeout_s)
             _sync(device)
             wall = time.perf_counter() - middle
             resolved = manager.continuous_batching_config
@@ -291,7 +292,8 @@ def run_continuous(agent, qs, lengths: list[int], warm_qs, max_batch_size: int, 
     }
 
 
-def _continuous_pass(manager, rows, tag: str) -> list[int]:
+def _continuous_pass(manager, rows, tag: str, timeout_s: float) -> list[int]:
+    """Submit ``rows`` and wait for them; more than ``timeout_s`` becomes a skip, not a hang."""
     ids = []
     for i, (prompt, n) in enumerate(rows):
         rid = manager.add_request(input_ids=prompt, request_id=f"{tag}-{i}", max_new_tokens=n, eos_token_id=-1)
@@ -299,7 +301,7 @@ def _continuous_pass(manager, rows, tag: str) -> list[int]:
             raise RuntimeError(f"the continuous-batching manager dropped request {tag}-{i}")
         ids.append(rid)
     done: dict[str, int] = {}
-    deadline = time.perf_counter() + _CONTINUOUS_TIMEOUT_S
+    deadline = time.perf_counter() + timeout_s
     while len(done) < len(ids):
         out = manager.get_result(timeout=1.0)
         if out is None:
@@ -375,7 +377,10 @@ def _run_arm(arm: str, shares, qs, warm_qs, args) -> dict:
     if arm == "static":
         return _raw_total([run_static(a, qs, lengths, args.max_batch_size, args.temperature) for a, lengths in shares])
     return _raw_total(
-        [run_continuous(a, qs, lengths, warm_qs, args.max_batch_size, args.temperature) for a, lengths in shares]
+        [
+            run_continuous(a, qs, lengths, warm_qs, args.max_batch_size, args.temperature, args.continuous_timeout)
+            for a, lengths in shares
+        ]
     )
 
 
@@ -564,6 +569,12 @@ def main() -> None:
         default=",".join(BASELINES),
         help="comma-separated baseline arms: generate (dynamic cache), static (static cache + torch.compile), "
         "continuous (transformers' continuous batching); an arm that cannot run is recorded as skipped",
+    )
+    p.add_argument(
+        "--continuous-timeout",
+        type=float,
+        default=900.0,
+        help="seconds one continuous-batching pass may take before that arm is recorded as skipped",
     )
     p.add_argument(
         "--cuda-graphs",
