@@ -26,7 +26,7 @@ import torch
 from longshort.agents._hf_batch import _Batch, _Job, keep_rows, merge_all, merge_batches
 from longshort.agents._hf_decode import _Decoding
 from longshort.agents._hf_load import _describe
-from longshort.agents._hf_slots import SlotPool, _SlotBatch, place, release
+from longshort.agents._hf_slots import SlotPool, _SlotBatch, adopt, place, prefill_tails, release, reserve
 from longshort.agents._kv import PrefixStore, attention_kernels
 from longshort.agents.base import GenerationResult
 
@@ -174,7 +174,7 @@ class _Scheduler(_Decoding):
     def _run(self, jobs: list[_Job]) -> None:
         """Prefill ``jobs`` and decode until the batch is empty, admitting newcomers when continuous."""
         box = self._box
-        batch = self._place(None, self._start(jobs))
+        batch = self._begin(None, jobs)
         cap = self.max_batch_size  # lowered when admitting more rows ran out of memory
         while not box.closed:
             if batch is not None and box.cancel_seen:
@@ -222,17 +222,17 @@ class _Scheduler(_Decoding):
         back at the front of the queue, to be admitted when rows have finished.
         """
         if batch is None:
-            return self._place(None, self._start(new))
-        started = self._start(new)
+            return self._begin(None, new)
         try:
-            merged = self._place(batch, started)
+            merged = self._begin(batch, new)
             self._stats["admitted_mid_batch"] += len(new)
             return merged
-        except Exception as e:  # typically CUDA out of memory; the running batch is untouched
+        except Exception as e:  # typically CUDA out of memory; the running rows are untouched
             logger.warning("TransformersBackend: admitting %d rows failed (%s); retrying later", len(new), e)
         self._after_failure()
         self._stats["admissions_deferred"] += 1
-        back = [j for j in (started.jobs if started is not None else []) if not j.future.done()]
+        running = {id(j) for j in batch.jobs}  # (slots may have taken some newcomers before the failure)
+        back = [j for j in new if not j.future.done() and id(j) not in running]
         with self._box.cv:
             for job in reversed(back):
                 job.reset()
@@ -240,16 +240,81 @@ class _Scheduler(_Decoding):
                 self._box.queue.appendleft(job)
         return None
 
-    def _start(self, jobs: list[_Job]) -> _Batch | None:
+    def _begin(self, batch: _Batch | None, jobs: list[_Job]) -> _Batch | None:
+        """Prefill ``jobs`` and add them to the running ``batch`` (or start one).
+
+        Over KV slots, the prefix hits among them are prefilled together, straight into their
+        slots (``_prefill_hits``); otherwise each is its own one-row prefill (``_start``).
+        """
+        over_slots = self._slots is not None and (batch is None or isinstance(batch, _SlotBatch))
+        if not over_slots or self._prefix is None:
+            return self._place(batch, self._start(jobs))
+        version = self._weights_version  # only KV computed with the current weights is served
+        hits, misses = [], []
+        for job in jobs:
+            hit = self._prefix.longest_prefix(job.prompt, version=version)
+            if hit is None:
+                misses.append(job)
+            else:
+                hits.append((job, *hit))
+        if misses:
+            batch = self._place(batch, self._start(misses, lookup=False))
+        if not hits:
+            return batch
+        if batch is not None and not isinstance(batch, _SlotBatch):  # the pool failed: the dynamic layout
+            return merge_all([batch, *(self._prefill_from_prefix(j, n, kv, version) for j, n, kv in hits)])
+        group: list[tuple[_Job, int, list]] = []  # groups within max_prefill_tokens (rows x longest tail)
+        for hit in sorted(hits, key=lambda h: len(h[0].prompt) - h[1]):
+            if group and (len(group) + 1) * (len(hit[0].prompt) - hit[1]) > self.max_prefill_tokens:
+                batch = self._prefill_hits(batch, group, version)
+                group = []
+            group.append(hit)
+        return self._prefill_hits(batch, group, version)
+
+    def _prefill_hits(self, batch: _SlotBatch | None, hits: list[tuple[_Job, int, list]], version: int):
+        """One forward for the tails of ``hits`` (job, n, stored KV of its first n ids), in free slots.
+
+        If it fails, each hit is prefilled alone as in the dynamic layout (which falls back to a
+        full prefill, isolating a real culprit) and then placed.
+        """
+        pool = self._slots
+        assert pool is not None
+        jobs = [job for job, _, _ in hits]
+        try:
+            slots = reserve(pool, batch, len(hits))
+            for job in jobs:
+                job.kv_version = version
+            logits = prefill_tails(pool, self._forward, slots, [(j.prompt, n, kv) for j, n, kv in hits], self._pad_id)
+            self._stats["prefills"] += 1
+            self._stats["prefix_hits"] += len(hits)
+            self._stats["prefix_tokens_reused"] += sum(n for _, n, _ in hits)
+            new = self._new_batch(jobs, None, torch.zeros(len(jobs), 0, dtype=torch.long, device=self.device))
+            done = self._step(new, logits)
+        except Exception:
+            logger.debug("batched prefix prefill failed; one by one", exc_info=True)
+            self._after_failure()
+            for job in jobs:
+                job.reset()
+            return self._place(batch, merge_all([self._prefill_from_prefix(j, n, kv, version) for j, n, kv in hits]))
+        for row, reason in done.items():  # stopped at their first token: keep their KV, resolve them
+            job = jobs[row]
+            if self._prefix is not None and job.kv_version == self._weights_version:
+                self._prefix.put(tuple(job.prompt), pool.row_kv(slots[row], len(job.prompt)), version=version)
+            self._finish(job, reason)
+        live = [r for r in range(len(jobs)) if r not in done]
+        return adopt(pool, batch, new, live, [slots[r] for r in live]) if live else batch
+
+    def _start(self, jobs: list[_Job], *, lookup: bool = True) -> _Batch | None:
         """Prefill ``jobs`` (in groups within ``max_prefill_tokens``) and merge them into one batch.
 
         A job whose prompt extends a finished request's tokens starts from that request's KV and
-        prefills only its new tail (on its own: one row, no padding), then joins the batch.
+        prefills only its new tail (on its own: one row, no padding), then joins the batch
+        (``lookup=False``: the caller looked them up already and these are all misses).
         """
         if not self._plain_cache:
             return self._prefill_group(jobs)
         parts: list[_Batch | None] = []  # merged once at the end: one copy of the KV, not one per part
-        if self._prefix is not None:
+        if self._prefix is not None and lookup:
             version = self._weights_version  # only KV computed with the current weights is served
             misses = []
             for job in jobs:

@@ -132,8 +132,13 @@ class SlotLayer(DynamicLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         pool = self.pool
-        rows = key_states.shape[0]
         k, v = pool.k[self.index], pool.v[self.index]
+        if pool.subset is not None:  # a batched prefill of some slots (``prefill_tails``): many tokens each
+            slots, cols = pool.subset
+            k[slots[:, None], :, cols] = key_states.transpose(1, 2)
+            v[slots[:, None], :, cols] = value_states.transpose(1, 2)
+            return k.index_select(0, slots)[:, :, : pool.length], v.index_select(0, slots)[:, :, : pool.length]
+        rows = key_states.shape[0]
         r, c = pool.rows[:rows], pool.write[:rows]
         k[r, :, c] = key_states[:, :, -1]
         v[r, :, c] = value_states[:, :, -1]
@@ -164,6 +169,8 @@ class SlotPool:
         self.capacity = 0  # columns per slot
         self.length = 0  # columns the current step attends over
         self.cache: Any = None
+        #: (slots, columns [rows, tokens]) while ``prefill_tails`` runs a forward over some slots
+        self.subset: tuple[torch.Tensor, torch.Tensor] | None = None
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self._failed: set[tuple[int, int]] = set()
         self._mempool: Any = None
@@ -308,6 +315,16 @@ def _fed(job: _Job) -> int:
     return len(job.prompt) + len(job.ids) - 1
 
 
+def reserve(pool: SlotPool, batch: _SlotBatch | None, count: int) -> list[int]:
+    """The slots ``count`` newcomers will take: the batch's free ones first, then new ones after it."""
+    jobs = batch.jobs if batch is not None else []
+    slots = [r for r, j in enumerate(jobs) if j.done][:count]
+    slots += range(len(jobs), len(jobs) + count - len(slots))
+    if slots and bucket(max(slots) + 1) > pool.slots:
+        raise RuntimeError(f"{max(slots) + 1} rows do not fit the pool's {pool.slots} slots")
+    return slots
+
+
 def place(pool: SlotPool, batch: _SlotBatch | None, new: _Batch | None) -> _SlotBatch | None:
     """Copy the live rows of ``new`` (a dynamic batch just prefilled) into free slots of ``batch``.
 
@@ -318,24 +335,24 @@ def place(pool: SlotPool, batch: _SlotBatch | None, new: _Batch | None) -> _Slot
     incoming = [r for r, j in enumerate(new.jobs) if not j.done]
     if not incoming:
         return batch
-    jobs = list(batch.jobs) if batch is not None else []
-    free = [r for r, j in enumerate(jobs) if j.done]
-    slots = free[: len(incoming)]
-    slots += range(len(jobs), len(jobs) + len(incoming) - len(slots))
-    size = bucket(max(len(jobs), max(slots) + 1))
-    if size > pool.slots:
-        raise RuntimeError(f"{size} rows do not fit the pool's {pool.slots} slots")
+    slots = reserve(pool, batch, len(incoming))
     width = new.mask.shape[1]
     fed = [_fed(new.jobs[r]) for r in incoming]
-    top = max([*fed, batch.top if batch is not None else 0])
     layers = [(layer.keys, layer.values) for layer in new.cache.layers]
-    pool.ensure(layers, top + 1)
+    pool.ensure(layers, max([*fed, batch.top if batch is not None else 0]) + 1)
     for slot, r, n in zip(slots, incoming, fed, strict=True):
         pool.put(slot, layers, r, width - n, n)
+    return adopt(pool, batch, new, incoming, slots)
 
+
+def adopt(pool: SlotPool, batch: _SlotBatch | None, new: _Batch, rows: list[int], slots: list[int]) -> _SlotBatch:
+    """Make rows ``rows`` of ``new`` (their KV already in ``slots``) rows ``slots`` of ``batch``."""
+    jobs = list(batch.jobs) if batch is not None else []
+    size = bucket(max(len(jobs), max(slots) + 1))
+    top = max([*(_fed(new.jobs[r]) for r in rows), batch.top if batch is not None else 0])
     dev = new.mask.device
     at = torch.tensor(slots, dtype=torch.long, device=dev)
-    src = torch.tensor(incoming, dtype=torch.long, device=dev)
+    src = torch.tensor(rows, dtype=torch.long, device=dev)
     fields = {}
     for name in (*_ROW_FIELDS, "alive"):
         if name == "mask":
@@ -350,7 +367,7 @@ def place(pool: SlotPool, batch: _SlotBatch | None, new: _Batch | None) -> _Slot
         merged[at] = theirs.index_select(0, src)
         fields[name] = merged
     jobs += [_FREE] * (size - len(jobs))
-    for slot, r in zip(slots, incoming, strict=True):
+    for slot, r in zip(slots, rows, strict=True):
         jobs[slot] = new.jobs[r]
     out = batch if batch is not None else _SlotBatch(jobs=[], cache=pool.cache, mask=new.mask[:0], **_empty(fields))
     for name, value in fields.items():
@@ -359,6 +376,51 @@ def place(pool: SlotPool, batch: _SlotBatch | None, new: _Batch | None) -> _Slot
     out.mask = new.mask.new_zeros(size, 0)
     out.refresh()
     return out
+
+
+def prefill_tails(
+    pool: SlotPool,
+    forward: Callable[..., torch.Tensor],
+    slots: list[int],
+    hits: list[tuple[list[int], int, list[tuple[torch.Tensor, torch.Tensor]]]],
+    pad_id: int,
+) -> torch.Tensor:
+    """Prefill many prefix hits in one forward, straight into their slots; return each one's next logits.
+
+    A hit is (prompt, n, layers): the stored KV of ``prompt[:n]``. Its KV is copied into its slot,
+    then the tails ``prompt[n:]`` run as one left-padded forward in which each real token writes at
+    its own column (n, n + 1, …) and sees its slot's columns up to itself, so the stored KV is used
+    as it is and nothing is recomputed. A pad position writes past its row's last real column,
+    where it is masked from the real tokens and overwritten by the row's next decode steps.
+    """
+    dev = pool.device
+    width = max(len(prompt) - n for prompt, n, _ in hits)  # the longest tail
+    pool.ensure([(k[None], v[None]) for k, v in hits[0][2]], max(n for _, n, _ in hits) + width + 1)
+    ids, cols, positions = [], [], []
+    for slot, (prompt, n, layers) in zip(slots, hits, strict=True):
+        for i, (k, v) in enumerate(layers):
+            pool.k[i][slot, :, :n] = k
+            pool.v[i][slot, :, :n] = v
+        tail = len(prompt) - n
+        pads = width - tail
+        ids.append([pad_id] * pads + prompt[n:])
+        # real token j of the tail at column n + j; pads after the tail's end (n + tail, …)
+        cols.append([n + tail + j for j in range(pads)] + [n + j for j in range(tail)])
+        positions.append([n + j for j in range(pads)] + [n + j for j in range(tail)])
+    col = torch.tensor(cols, dtype=torch.long, device=dev)
+    pool.length = min(bucket(int(col.max()) + 1, _MIN_LENGTH), pool.capacity)
+    visible = pool.cols[None, None, : pool.length] <= col[:, :, None]  # [rows, width, length]
+    if getattr(pool.model.config, "_attn_implementation", None) == "eager":
+        dtype = pool.k[0].dtype
+        mask = torch.zeros(visible.shape, dtype=dtype, device=dev).masked_fill(~visible, torch.finfo(dtype).min)
+    else:
+        mask = visible
+    pool.subset = (torch.tensor(slots, dtype=torch.long, device=dev), col)
+    try:
+        ids_t = torch.tensor(ids, dtype=torch.long, device=dev)
+        return forward(ids_t, mask[:, None], torch.tensor(positions, dtype=torch.long, device=dev), pool.cache)
+    finally:
+        pool.subset = None
 
 
 def _empty(fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -4,13 +4,15 @@ Every ``generate``/``agenerate`` call only *enqueues* its requests and waits on 
 single daemon thread gathers whatever is pending into batched forward passes. A row's future is
 resolved the moment that row stops, so its episode can submit its next turn while the rest of the
 batch keeps decoding; with ``continuous=True`` that next turn joins the running batch between
-decode steps (prefilled on its own, then merged into the running KV cache with left padding).
+decode steps (prefilled on its own, then merged into the running KV cache with left padding; on
+CUDA, copied into a free slot of the static layout whose decode steps replay as CUDA graphs).
 
 This module is the public face and the lifecycle (construction, submission, ``close``, ``stats``,
 ``weights_changed``). The rest lives beside it, one job per module: ``_hf_load`` (loading or
 adopting the model and tokenizer), ``_hf_scheduler`` (the worker thread and its batching policy),
 ``_hf_decode`` (forwards, per-row sampling, logprobs, stop checks), ``_hf_batch`` (per-request and
-per-batch state, row surgery) and ``_kv`` (the growing KV cache and the prefix store).
+per-batch state, row surgery), ``_hf_slots`` (the static KV slot layout and its CUDA graphs) and
+``_kv`` (the growing KV cache and the prefix store).
 """
 
 from __future__ import annotations

