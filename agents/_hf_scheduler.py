@@ -434,6 +434,12 @@ class _Scheduler(_Decoding):
     # ------------------------------------------------------------------ batch surgery
 
     def _select(self, batch: _Batch, keep: list[int]) -> _Batch | None:
+        """Keep rows ``keep``; a cancelled row that leaves is counted here, whoever dropped it."""
+        kept = set(keep)
+        for r, job in enumerate(batch.jobs):
+            if r not in kept and job.future.cancelled():
+                self._box.owned.discard(job)
+                self._stats["cancelled"] += 1
         if isinstance(batch, _SlotBatch):
             return release(batch, keep)
         return keep_rows(batch, keep, plain_cache=self._plain_cache)
@@ -462,11 +468,7 @@ class _Scheduler(_Decoding):
         keep = [r for r, j in enumerate(batch.jobs) if not j.future.cancelled()]
         if len(keep) == batch.size:
             return batch
-        for job in batch.jobs:
-            if job.future.cancelled():
-                self._box.owned.discard(job)
-        self._stats["cancelled"] += batch.size - len(keep)
-        return self._select(batch, keep)
+        return self._select(batch, keep)  # counts them
 
     # ------------------------------------------------------------------ results
 

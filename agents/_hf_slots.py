@@ -318,7 +318,8 @@ def _fed(job: _Job) -> int:
 def reserve(pool: SlotPool, batch: _SlotBatch | None, count: int) -> list[int]:
     """The slots ``count`` newcomers will take: the batch's free ones first, then new ones after it."""
     jobs = batch.jobs if batch is not None else []
-    slots = [r for r, j in enumerate(jobs) if j.done][:count]
+    # free: done and not cancelled (a cancelled row keeps its slot until the worker drops and counts it)
+    slots = [r for r, j in enumerate(jobs) if j.done and not j.future.cancelled()][:count]
     slots += range(len(jobs), len(jobs) + count - len(slots))
     if slots and bucket(max(slots) + 1) > pool.slots:
         raise RuntimeError(f"{max(slots) + 1} rows do not fit the pool's {pool.slots} slots")
