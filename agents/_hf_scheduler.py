@@ -250,13 +250,7 @@ class _Scheduler(_Decoding):
         if not over_slots or self._prefix is None:
             return self._place(batch, self._start(jobs))
         version = self._weights_version  # only KV computed with the current weights is served
-        hits, misses = [], []
-        for job in jobs:
-            hit = self._prefix.longest_prefix(job.prompt, version=version)
-            if hit is None:
-                misses.append(job)
-            else:
-                hits.append((job, *hit))
+        hits, misses = self._lookup(jobs, version)
         if misses:
             batch = self._place(batch, self._start(misses, lookup=False))
         if not hits:
@@ -316,14 +310,8 @@ class _Scheduler(_Decoding):
         parts: list[_Batch | None] = []  # merged once at the end: one copy of the KV, not one per part
         if self._prefix is not None and lookup:
             version = self._weights_version  # only KV computed with the current weights is served
-            misses = []
-            for job in jobs:
-                hit = self._prefix.longest_prefix(job.prompt, version=version)
-                if hit is None:
-                    misses.append(job)
-                else:
-                    parts.append(self._prefill_from_prefix(job, *hit, version))
-            jobs = misses
+            hits, jobs = self._lookup(jobs, version)
+            parts.extend(self._prefill_from_prefix(job, n, kv, version) for job, n, kv in hits)
             if not jobs:
                 return merge_all(parts)
         group: list[_Job] = []
@@ -338,6 +326,18 @@ class _Scheduler(_Decoding):
             rows.add(key)
         parts.append(self._prefill_group(group))
         return merge_all(parts)
+
+    def _lookup(self, jobs: list[_Job], version: int) -> tuple[list[tuple[_Job, int, list]], list[_Job]]:
+        """Split ``jobs`` into prefix hits (job, n, the stored KV of its first n ids) and misses."""
+        assert self._prefix is not None
+        hits, misses = [], []
+        for job in jobs:
+            hit = self._prefix.longest_prefix(job.prompt, version=version)
+            if hit is None:
+                misses.append(job)
+            else:
+                hits.append((job, *hit))
+        return hits, misses
 
     def _prefill_group(self, jobs: list[_Job]) -> _Batch | None:
         """One prefill forward; if it fails, retry each job alone so only the culprit errors."""

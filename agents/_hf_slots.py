@@ -246,16 +246,19 @@ class SlotPool:
         self.stats["eager_steps"] += 1
         return self._run(forward, rows)
 
+    def mask(self, visible: torch.Tensor) -> torch.Tensor:
+        """The 4D attention mask ``[rows, 1, queries, length]`` for ``visible`` ``[rows, queries, length]``:
+        boolean for SDPA, additive (0 / most negative) for eager attention."""
+        if getattr(self.model.config, "_attn_implementation", None) == "eager":
+            dtype = self.k[0].dtype
+            additive = torch.zeros(visible.shape, dtype=dtype, device=self.device)
+            return additive.masked_fill(~visible, torch.finfo(dtype).min)[:, None]
+        return visible[:, None]
+
     def _run(self, forward: Callable[..., torch.Tensor], rows: int) -> torch.Tensor:
         write = self.write[:rows]
-        visible = self.cols[None, : self.length] <= write[:, None]
-        if getattr(self.model.config, "_attn_implementation", None) == "eager":  # an additive mask
-            dtype = self.k[0].dtype
-            mask = torch.zeros(visible.shape, dtype=dtype, device=self.device)
-            mask = mask.masked_fill(~visible, torch.finfo(dtype).min)[:, None, None, :]
-        else:
-            mask = visible[:, None, None, :]
-        return forward(self.ids[:rows, None], mask, write[:, None], self.cache)
+        visible = self.cols[None, None, : self.length] <= write[:, None, None]  # [rows, 1, length]
+        return forward(self.ids[:rows, None], self.mask(visible), write[:, None], self.cache)
 
     def _capture(self, forward: Callable[..., torch.Tensor], key: tuple[int, int]):
         """Record the step for ``key``; the warm-up is the real step (its KV writes are idempotent)."""
@@ -294,7 +297,7 @@ class SlotPool:
 class _SlotBatch(_Batch):
     """A running batch over a ``SlotPool``: row r is slot r; free slots hold the ``_FREE`` job.
 
-    ``mask`` is unused (each row's columns are ``0..pos``); ``live`` is 1 on rows that hold a job,
+    ``mask`` is unused (each row's columns are ``0..pos``); ``alive`` is 1 on rows that hold a job,
     0 on free slots (which then write and read column 0 only, whatever their ``pos``); ``top`` is
     the largest column a live row has filled, tracked on the host so a step needs no sync.
     """
@@ -302,6 +305,10 @@ class _SlotBatch(_Batch):
     pool: SlotPool | None = None
     alive: torch.Tensor | None = None  # [B] long
     top: int = 0
+
+
+#: the per-row tensors of a slot batch: a dynamic batch's, less the mask, plus ``alive``
+_SLOT_FIELDS = (*(name for name in _ROW_FIELDS if name != "mask"), "alive")
 
 
 def _row_defaults(name: str, rows: int, like: torch.Tensor) -> torch.Tensor:
@@ -355,9 +362,7 @@ def adopt(pool: SlotPool, batch: _SlotBatch | None, new: _Batch, rows: list[int]
     at = torch.tensor(slots, dtype=torch.long, device=dev)
     src = torch.tensor(rows, dtype=torch.long, device=dev)
     fields = {}
-    for name in (*_ROW_FIELDS, "alive"):
-        if name == "mask":
-            continue
+    for name in _SLOT_FIELDS:
         theirs = getattr(new, name) if name != "alive" else torch.ones(new.size, dtype=torch.long, device=dev)
         ours = getattr(batch, name) if batch is not None else theirs[:0]
         if name == "stop_ids":  # a common number of stop ids
@@ -370,7 +375,7 @@ def adopt(pool: SlotPool, batch: _SlotBatch | None, new: _Batch, rows: list[int]
     jobs += [_FREE] * (size - len(jobs))
     for slot, r in zip(slots, rows, strict=True):
         jobs[slot] = new.jobs[r]
-    out = batch if batch is not None else _SlotBatch(jobs=[], cache=pool.cache, mask=new.mask[:0], **_empty(fields))
+    out = batch if batch is not None else _SlotBatch(jobs=[], cache=pool.cache, mask=new.mask[:0], **fields)
     for name, value in fields.items():
         setattr(out, name, value)
     out.jobs, out.pool, out.top = jobs, pool, top
@@ -410,22 +415,13 @@ def prefill_tails(
         positions.append([n + j for j in range(pads)] + [n + j for j in range(tail)])
     col = torch.tensor(cols, dtype=torch.long, device=dev)
     pool.length = min(bucket(int(col.max()) + 1, _MIN_LENGTH), pool.capacity)
-    visible = pool.cols[None, None, : pool.length] <= col[:, :, None]  # [rows, width, length]
-    if getattr(pool.model.config, "_attn_implementation", None) == "eager":
-        dtype = pool.k[0].dtype
-        mask = torch.zeros(visible.shape, dtype=dtype, device=dev).masked_fill(~visible, torch.finfo(dtype).min)
-    else:
-        mask = visible
+    mask = pool.mask(pool.cols[None, None, : pool.length] <= col[:, :, None])  # visible: [rows, width, length]
     pool.subset = (torch.tensor(slots, dtype=torch.long, device=dev), col)
     try:
         ids_t = torch.tensor(ids, dtype=torch.long, device=dev)
-        return forward(ids_t, mask[:, None], torch.tensor(positions, dtype=torch.long, device=dev), pool.cache)
+        return forward(ids_t, mask, torch.tensor(positions, dtype=torch.long, device=dev), pool.cache)
     finally:
         pool.subset = None
-
-
-def _empty(fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: value for name, value in fields.items() if name != "alive"}
 
 
 def release(batch: _SlotBatch, keep: list[int]) -> _SlotBatch | None:
@@ -434,16 +430,15 @@ def release(batch: _SlotBatch, keep: list[int]) -> _SlotBatch | None:
     if not keep:
         return None
     kept = set(keep)
-    freed = [r for r in range(batch.size) if r not in kept]
+    freed = [r for r in range(batch.size) if r not in kept and batch.jobs[r] is not _FREE]
     if freed:
         for r in freed:
             batch.jobs[r] = _FREE
         batch.alive[torch.tensor(freed, dtype=torch.long, device=batch.alive.device)] = 0
     size = bucket(max(keep) + 1)
     if size < batch.size:
-        for name in (*_ROW_FIELDS, "alive"):
-            if name != "mask":
-                setattr(batch, name, getattr(batch, name)[:size])
+        for name in _SLOT_FIELDS:
+            setattr(batch, name, getattr(batch, name)[:size])
         batch.jobs = batch.jobs[:size]
         batch.mask = batch.mask[:size]
     batch.top = max(_fed(j) for j in batch.jobs if not j.done)

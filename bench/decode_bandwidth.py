@@ -104,10 +104,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     vocab = model.get_input_embeddings().num_embeddings
     prompts = torch.randint(3, vocab, (args.n, args.prompt_tokens), generator=g).tolist()
+    tokenizer = model_tokenizer()
     arms = {}
     for name, graphs in (("graphs", True), ("eager", False)):
         arms[name] = TransformersBackend(
-            model, model_tokenizer(), max_batch_size=args.n, cuda_graphs=graphs, prefix_cache_tokens=0
+            model, tokenizer, max_batch_size=args.n, cuda_graphs=graphs, prefix_cache_tokens=0
         )
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     for backend in arms.values():  # untimed: captures, allocator, kernels

@@ -158,28 +158,7 @@ def run_raw(agent, qs, lengths: list[int], batch_size: int, temperature: float) 
 
     Each chunk of ``batch_size`` rows runs to its longest row, as a static batch does.
     """
-    backend = agent.backend
-    model, tok = backend.model, backend.tokenizer
-    prompts = [agent.prompt_ids(q) for q in qs]
-    _sync(backend.device)
-    start = time.perf_counter()
-    steps = 0
-    with attention_kernels(backend.device):  # the same attention kernels as the backend's decode loop
-        for i in range(0, len(prompts), batch_size):
-            longest = max(lengths[i : i + batch_size])
-            if longest > 0:
-                _generate(model, tok, prompts[i : i + batch_size], longest, temperature, backend.device)
-                steps += longest
-    _sync(backend.device)
-    wall = time.perf_counter() - start
-    total = sum(lengths)
-    return {
-        "wall_s": wall,
-        "generated_tokens": total,
-        "tokens_per_s": total / wall,
-        "decode_steps": steps,
-        "decode_steps_per_s": steps / wall,
-    }
+    return _chunked_generate(agent, qs, lengths, batch_size, temperature)
 
 
 @torch.inference_mode()
@@ -187,41 +166,55 @@ def run_static(agent, qs, lengths: list[int], batch_size: int, temperature: floa
     """As ``run_raw``, through a static cache with generate's compiled decode step; each chunk warms up untimed."""
     from transformers import CompileConfig
 
-    backend = agent.backend
-    model, tok, device = backend.model, backend.tokenizer, backend.device
     compile_config = CompileConfig(fullgraph=False, mode="reduce-overhead")
-    if device.type != "cuda":  # generate compiles only on accelerators unless told to (meant for tests)
+    if agent.backend.device.type != "cuda":  # generate compiles only on accelerators unless told to (for tests)
         compile_config._compile_all_devices = True
     extra = {"cache_implementation": "static", "compile_config": compile_config}
+    out = _chunked_generate(agent, qs, lengths, batch_size, temperature, extra=extra, warm_up=True)
+    # generate keeps its compiled forward on the model; absent = it decoded eagerly
+    out["compiled"] = getattr(agent.backend.model, "_compiled_call", None) is not None
+    return out
+
+
+def _chunked_generate(
+    agent, qs, lengths: list[int], batch_size: int, temperature: float, *, extra=None, warm_up: bool = False
+) -> dict:
+    """``generate`` over chunks of ``batch_size`` prompts, each to its longest row; the timed part's figures.
+
+    With ``warm_up`` each chunk first runs once untimed with the same shape (compilation and, on
+    CUDA, graph capture for a static cache); ``warmup_s`` says how long that took.
+    """
+    backend = agent.backend
+    model, tok, device = backend.model, backend.tokenizer, backend.device
     prompts = [agent.prompt_ids(q) for q in qs]
     wall = warmup = 0.0
     steps = 0
-    with attention_kernels(device):
+    with attention_kernels(device):  # the same attention kernels as the backend's decode loop
         for i in range(0, len(prompts), batch_size):
             longest = max(lengths[i : i + batch_size])
             if longest == 0:
                 continue
             chunk = prompts[i : i + batch_size]
-            start = time.perf_counter()  # untimed: compiles (on CUDA also captures a graph) for this shape
-            _generate(model, tok, chunk, longest, temperature, device, **extra)
             _sync(device)
-            middle = time.perf_counter()
-            _generate(model, tok, chunk, longest, temperature, device, **extra)
+            start = time.perf_counter()
+            if warm_up:
+                _generate(model, tok, chunk, longest, temperature, device, **(extra or {}))
+                _sync(device)
+                warmup += time.perf_counter() - start
+                start = time.perf_counter()
+            _generate(model, tok, chunk, longest, temperature, device, **(extra or {}))
             _sync(device)
-            wall += time.perf_counter() - middle
-            warmup += middle - start
+            wall += time.perf_counter() - start
             steps += longest
     total = sum(lengths)
-    return {
+    out = {
         "wall_s": wall,
         "generated_tokens": total,
         "tokens_per_s": total / wall if wall else 0.0,
         "decode_steps": steps,
         "decode_steps_per_s": steps / wall if wall else 0.0,
-        "warmup_s": warmup,
-        # generate keeps its compiled forward on the model; absent = it decoded eagerly
-        "compiled": getattr(model, "_compiled_call", None) is not None,
     }
+    return {**out, "warmup_s": warmup} if warm_up else out
 
 
 def run_continuous(

@@ -52,6 +52,25 @@ def _ids(results: list[GenerationResult]) -> list[list[int]]:
     return [r.token_ids for r in results]
 
 
+def staggered(
+    backend: TransformersBackend, carrier: GenerationRequest, reqs: list[GenerationRequest], *, gap_s: float
+) -> list[GenerationResult]:
+    """``carrier`` starts decoding, then ``reqs`` arrive one by one ``gap_s`` apart (continuous admission)."""
+
+    async def go() -> list[GenerationResult]:
+        start = backend.stats["decode_steps"]
+        first = asyncio.create_task(backend.agenerate([carrier]))
+        while backend.stats["decode_steps"] < start + 3:
+            await asyncio.sleep(0.001)
+        rest = []
+        for r in reqs:
+            rest.append(asyncio.create_task(backend.agenerate([r])))
+            await asyncio.sleep(gap_s)
+        return [(await first)[0], *[(await t)[0] for t in rest]]
+
+    return asyncio.run(go())
+
+
 # ----------------------------------------------------------------------------------------------
 # batching equivalence
 
@@ -87,18 +106,7 @@ def test_greedy_same_alone_batched_threaded_and_merged(name: str, request: pytes
     carrier_alone = backend.generate([carrier])[0]
     assert carrier_alone.finish_reason == "length"  # it really is still decoding while the others join
     before = backend.stats
-
-    async def staggered() -> list[GenerationResult]:
-        first = asyncio.create_task(backend.agenerate([carrier]))
-        while backend.stats["decode_steps"] < before["decode_steps"] + 3:
-            await asyncio.sleep(0.001)
-        rest = []
-        for r in reqs:
-            rest.append(asyncio.create_task(backend.agenerate([r])))
-            await asyncio.sleep(0.003)
-        return [(await first)[0], *[(await t)[0] for t in rest]]
-
-    merged = asyncio.run(staggered())
+    merged = staggered(backend, carrier, reqs, gap_s=0.003)
     assert _ids(merged) == _ids([carrier_alone, *alone])
     assert backend.stats["admitted_mid_batch"] >= before["admitted_mid_batch"] + len(reqs)
 

@@ -19,7 +19,7 @@ import torch
 from longshort.agents._hf_slots import SlotPool
 from longshort.agents.base import GenerationRequest, GenerationResult
 from longshort.agents.hf import TransformersBackend
-from tests.agents.test_hf import PROMPTS, _requests
+from tests.agents.test_hf import PROMPTS, _requests, staggered
 from tests.agents.test_hf import _ids as _all_ids
 
 
@@ -93,22 +93,9 @@ def test_admission_into_freed_slots_and_pool_growth(pair) -> None:
     carrier = GenerationRequest(prompt_ids=dynamic.encode(PROMPTS[0]), max_new_tokens=400)
     reqs = _requests(dynamic) * 3
 
-    def staggered(backend: TransformersBackend) -> list[GenerationResult]:
-        async def go() -> list[GenerationResult]:
-            start = backend.stats["decode_steps"]
-            first = asyncio.create_task(backend.agenerate([carrier]))
-            while backend.stats["decode_steps"] < start + 3:
-                await asyncio.sleep(0.001)
-            rest = []
-            for r in reqs:
-                rest.append(asyncio.create_task(backend.agenerate([r])))
-                await asyncio.sleep(0.004)
-            return [(await first)[0], *[(await t)[0] for t in rest]]
-
-        return asyncio.run(go())
-
     before = slots.stats["admitted_mid_batch"]
-    assert _ids(staggered(slots)) == _ids([*dynamic.generate([carrier]), *dynamic.generate(reqs)])
+    want = _ids([*dynamic.generate([carrier]), *dynamic.generate(reqs)])
+    assert _ids(staggered(slots, carrier, reqs, gap_s=0.004)) == want
     assert slots.stats["admitted_mid_batch"] > before
     assert slots._slots is not None and slots._slots.capacity >= 400  # grew past its first bucket
 
